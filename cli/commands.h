@@ -1,0 +1,15 @@
+// The `oclip` subcommands. Each takes the arguments after its name, prints
+// its output on stdout and errors as one line on stderr, and returns the
+// process exit code: 0 success, 1 failure, 2 usage error.
+
+#ifndef OCLIP_CLI_COMMANDS_H_
+#define OCLIP_CLI_COMMANDS_H_
+
+namespace oclip::cli {
+
+int RunModels(int argc, char** argv);
+int RunEncode(int argc, char** argv);
+
+}  // namespace oclip::cli
+
+#endif  // OCLIP_CLI_COMMANDS_H_

@@ -1,0 +1,44 @@
+// The `oclip` executable: dispatches to one subcommand per job.
+
+#include <cstring>
+#include <iostream>
+
+#include "cli/commands.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: oclip COMMAND [flags]\n"
+    "\n"
+    "OpenCLIP in C++: the same embeddings from the same checkpoints.\n"
+    "\n"
+    "commands:\n"
+    "  models    list the built-in model configs\n"
+    "  encode    encode images into features (.npy)\n"
+    "\n"
+    "Run `oclip COMMAND --help` for the flags of a command.\n";
+
+struct Command {
+  const char* name;
+  int (*run)(int argc, char** argv);
+};
+
+constexpr Command kCommands[] = {
+    {"models", oclip::cli::RunModels},
+    {"encode", oclip::cli::RunEncode},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  for (const Command& command : kCommands) {
+    if (std::strcmp(argv[1], command.name) == 0) return command.run(argc - 2, argv + 2);
+  }
+  std::cerr << "oclip: unknown command '" << argv[1] << "'\n\n" << kUsage;
+  return 2;
+}

@@ -1,0 +1,31 @@
+# Third-party packages. Everything comes from Debian 12 packages except LibTorch,
+# which may also be PyTorch's own (-DCMAKE_PREFIX_PATH=<torch>/share/cmake) on
+# the GPU machine; model/torch_compat.h absorbs the version differences.
+
+find_package(Threads REQUIRED)
+find_package(Torch REQUIRED)
+find_package(absl REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+
+# spdlog is optional for the model library so that model/ builds against a bare
+# LibTorch (the GPU machine has no Debian packages); core/ falls back to stderr.
+find_package(spdlog QUIET)
+
+# LibTorch's CMake config puts its flags (the C++ ABI define) in TORCH_CXX_FLAGS
+# rather than on the imported target.
+separate_arguments(OCLIP_TORCH_CXX_FLAGS UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+
+# libvips decodes images. Required for the CLI; the model library builds
+# without it (the GPU machine has no Debian packages).
+find_package(PkgConfig)
+if(PkgConfig_FOUND)
+  if(OCLIP_BUILD_CLI)
+    pkg_check_modules(VIPS REQUIRED IMPORTED_TARGET vips)
+  else()
+    pkg_check_modules(VIPS IMPORTED_TARGET vips)
+  endif()
+endif()
+
+if(OCLIP_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()

@@ -1,0 +1,165 @@
+#include "model/image/preprocess.h"
+
+#include <cmath>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+
+#include <vips/vips.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/mapped_file.h"
+#include "core/status.h"
+#include "model/image/pil_resample.h"
+
+namespace oclip {
+namespace {
+
+absl::Status EnsureVips() {
+  static const bool ok = VIPS_INIT("oclip") == 0;
+  if (!ok) return absl::InternalError("libvips failed to initialise");
+  return absl::OkStatus();
+}
+
+// Owns one VipsImage reference.
+class ImageRef {
+ public:
+  ImageRef() = default;
+  explicit ImageRef(VipsImage* image) : image_(image) {}
+  ImageRef(const ImageRef&) = delete;
+  ImageRef& operator=(const ImageRef&) = delete;
+  ~ImageRef() {
+    if (image_ != nullptr) g_object_unref(image_);
+  }
+  VipsImage* get() const { return image_; }
+  VipsImage** out() { return &image_; }
+  void Reset(VipsImage* image) {
+    if (image_ != nullptr) g_object_unref(image_);
+    image_ = image;
+  }
+
+ private:
+  VipsImage* image_ = nullptr;
+};
+
+absl::Status VipsError(const std::string& what) {
+  std::string message = absl::StrCat(what, ": ", vips_error_buffer());
+  vips_error_clear();
+  while (!message.empty() && message.back() == '\n') message.pop_back();
+  return absl::InvalidArgumentError(message);
+}
+
+// Replaces `image` by the result of a libvips operation on it.
+template <typename Op>
+absl::Status Apply(ImageRef& image, const std::string& what, Op op) {
+  VipsImage* out = nullptr;
+  if (op(image.get(), &out) != 0) return VipsError(what);
+  image.Reset(out);
+  return absl::OkStatus();
+}
+
+// Decoded pixels as PIL holds them: 8-bit L, LA, RGB or RGBA.
+absl::StatusOr<Image8> ToImage8(ImageRef& image) {
+  const VipsInterpretation interpretation = vips_image_get_interpretation(image.get());
+  if (interpretation != VIPS_INTERPRETATION_sRGB && interpretation != VIPS_INTERPRETATION_B_W) {
+    // CMYK, 16-bit RGB/grey, Lab, ...: to 8-bit sRGB.
+    OCLIP_RETURN_IF_ERROR(Apply(image, "colour conversion", [](VipsImage* in, VipsImage** o) {
+      return vips_colourspace(in, o, VIPS_INTERPRETATION_sRGB, nullptr);
+    }));
+  }
+  if (vips_image_get_format(image.get()) != VIPS_FORMAT_UCHAR) {
+    OCLIP_RETURN_IF_ERROR(Apply(image, "cast to 8 bits", [](VipsImage* in, VipsImage** o) {
+      return vips_cast_uchar(in, o, nullptr);
+    }));
+  }
+  if (vips_image_get_bands(image.get()) > 4) {
+    OCLIP_RETURN_IF_ERROR(Apply(image, "band extraction", [](VipsImage* in, VipsImage** o) {
+      return vips_extract_band(in, o, 0, "n", 4, nullptr);
+    }));
+  }
+  Image8 out;
+  out.width = vips_image_get_width(image.get());
+  out.height = vips_image_get_height(image.get());
+  out.bands = vips_image_get_bands(image.get());
+  size_t bytes = 0;
+  void* pixels = vips_image_write_to_memory(image.get(), &bytes);
+  if (pixels == nullptr) return VipsError("decode");
+  const uint8_t* begin = static_cast<const uint8_t*>(pixels);
+  out.pixels.assign(begin, begin + bytes);
+  g_free(pixels);
+  if (bytes != static_cast<size_t>(out.width) * out.height * out.bands) {
+    return absl::InternalError("decoded image has an unexpected size");
+  }
+  return out;
+}
+
+absl::Status Preprocess(ImageRef& image, const PreprocessOptions& options, float* out) {
+  const int width = vips_image_get_width(image.get());
+  const int height = vips_image_get_height(image.get());
+  if (width <= 0 || height <= 0) return absl::InvalidArgumentError("image has no pixels");
+  if (static_cast<int64_t>(width) * height > options.max_pixels) {
+    return absl::InvalidArgumentError(absl::StrCat("image of ", width, "x", height,
+                                                   " pixels exceeds the limit of ",
+                                                   options.max_pixels));
+  }
+  OCLIP_ASSIGN_OR_RETURN(Image8 decoded, ToImage8(image));
+
+  const int size = options.image_size;
+  const auto [resized_width, resized_height] = ShortSideResize(width, height, size);
+  CropRect crop;
+  crop.left = static_cast<int>(RoundHalfToEven((resized_width - size) / 2.0));
+  crop.top = static_cast<int>(RoundHalfToEven((resized_height - size) / 2.0));
+  crop.width = crop.height = size;
+  // PIL resizes images with alpha premultiplied (RGBa/La), unless the size is
+  // unchanged (a plain copy).
+  const bool has_alpha = decoded.bands == 2 || decoded.bands == 4;
+  const bool resizes = resized_width != width || resized_height != height;
+  if (has_alpha && resizes) PremultiplyAlpha(decoded);
+  Image8 cropped = ResizeBicubicAndCrop(decoded, resized_width, resized_height, crop);
+  if (has_alpha && resizes) UnpremultiplyAlpha(cropped);
+
+  // convert("RGB"): grey is replicated, alpha dropped without compositing.
+  const int bands = cropped.bands;
+  const int colour_bands = bands >= 3 ? 3 : 1;
+  const int64_t plane = static_cast<int64_t>(size) * size;
+  const uint8_t* p = cropped.pixels.data();
+  for (int c = 0; c < 3; ++c) {
+    const int band = colour_bands == 3 ? c : 0;
+    // (v / 255 - mean) / std, as ToTensor then Normalize compute it.
+    const float mean = options.mean[c], std = options.std[c];
+    float* dst = out + c * plane;
+    for (int64_t i = 0; i < plane; ++i) dst[i] = (p[i * bands + band] / 255.0f - mean) / std;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int64_t RoundHalfToEven(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
+
+std::pair<int, int> ShortSideResize(int width, int height, int size) {
+  if (width <= height) {
+    return {size, static_cast<int>(static_cast<int64_t>(size) * height / width)};
+  }
+  return {static_cast<int>(static_cast<int64_t>(size) * width / height), size};
+}
+
+absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptions& options,
+                                  float* out) {
+  OCLIP_RETURN_IF_ERROR(EnsureVips());
+  if (bytes.empty()) return absl::InvalidArgumentError("empty image");
+  ImageRef image(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access",
+                                            VIPS_ACCESS_SEQUENTIAL, "fail", TRUE, nullptr));
+  if (image.get() == nullptr) return VipsError("not a decodable image");
+  return Preprocess(image, options, out);
+}
+
+absl::Status PreprocessImageFile(const std::string& path, const PreprocessOptions& options,
+                                 float* out) {
+  OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
+  absl::Status status = PreprocessImageBytes(file->view(), options, out);
+  if (!status.ok()) return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
+  return status;
+}
+
+}  // namespace oclip

@@ -1,0 +1,48 @@
+// OpenCLIP's eval transform for one image, decoded with libvips: resize the
+// shorter side to `image_size` (bicubic; the long side truncated as
+// torchvision computes it), center crop with Python's round-half-to-even
+// offsets, convert to RGB (alpha dropped without compositing, grey
+// replicated), scale to [0, 1] and normalize with the checkpoint's mean/std.
+//
+// The output is written into a caller-provided float buffer of
+// 3 * image_size * image_size values (CHW), e.g. a slot of a batch tensor.
+//
+// Errors: INVALID_ARGUMENT for bytes that are not a decodable image, or an
+// image larger than `max_pixels` (decompression bombs); NOT_FOUND for a
+// missing file. Thread-safe: libvips is initialised once per process.
+
+#ifndef OCLIP_MODEL_IMAGE_PREPROCESS_H_
+#define OCLIP_MODEL_IMAGE_PREPROCESS_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace oclip {
+
+struct PreprocessOptions {
+  int image_size = 224;
+  // OpenAI's normalization, used by all released checkpoints but one.
+  std::array<float, 3> mean = {0.48145466f, 0.4578275f, 0.40821073f};
+  std::array<float, 3> std = {0.26862954f, 0.26130258f, 0.27577711f};
+  int64_t max_pixels = 178956970;  // PIL's decompression-bomb limit.
+};
+
+absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptions& options,
+                                  float* out);
+absl::Status PreprocessImageFile(const std::string& path, const PreprocessOptions& options,
+                                 float* out);
+
+// Python's round() for x.5 ties: to the nearest even integer.
+int64_t RoundHalfToEven(double x);
+
+// torchvision's Resize(size) output for a (width, height) input: the shorter
+// side becomes `size`, the longer int(size * long / short).
+std::pair<int, int> ShortSideResize(int width, int height, int size);
+
+}  // namespace oclip
+
+#endif  // OCLIP_MODEL_IMAGE_PREPROCESS_H_

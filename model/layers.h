@@ -1,0 +1,147 @@
+// The building blocks shared by every tower: Linear, LayerNorm, Conv2d,
+// BatchNorm2d and Embedding with PyTorch's parameter names, multi-head
+// self-attention with PyTorch's packed `in_proj_weight`, the MLP and the
+// pre-LN residual block of OpenCLIP's transformers.
+//
+// Why not torch::nn's modules: those allocate and initialise their weights on
+// the CPU in their constructors. Here every parameter is allocated with the
+// caller's TensorOptions and left uninitialised (loading or init.h fills it),
+// so a 1.4B-parameter model can be built on the meta device to check its
+// shapes, and a checkpoint is never preceded by a pointless random init.
+//
+// Tensors are batch-first: [N, L, D]. Modules are not thread-safe to mutate;
+// forward() on a module in eval mode under InferenceMode may run concurrently.
+
+#ifndef OCLIP_MODEL_LAYERS_H_
+#define OCLIP_MODEL_LAYERS_H_
+
+#include <torch/torch.h>
+
+namespace oclip {
+
+enum class Activation { kGelu, kQuickGelu, kRelu };
+
+torch::Tensor Activate(Activation activation, const torch::Tensor& x);
+
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias,
+             const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::Tensor weight;  // [out, in]
+  torch::Tensor bias;    // [out] or undefined
+};
+TORCH_MODULE(Linear);
+
+class LayerNormImpl : public torch::nn::Module {
+ public:
+  LayerNormImpl(int64_t dim, double eps, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::Tensor weight;
+  torch::Tensor bias;
+  double eps;
+};
+TORCH_MODULE(LayerNorm);
+
+class Conv2dImpl : public torch::nn::Module {
+ public:
+  Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel,
+             int64_t stride, int64_t padding, bool bias,
+             const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::Tensor weight;  // [out, in, k, k]
+  torch::Tensor bias;
+  int64_t stride;
+  int64_t padding;
+};
+TORCH_MODULE(Conv2d);
+
+// Eval mode uses the running statistics; train mode uses batch statistics and
+// updates the running ones (momentum 0.1), as torch.nn.BatchNorm2d.
+class BatchNorm2dImpl : public torch::nn::Module {
+ public:
+  BatchNorm2dImpl(int64_t channels, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::Tensor weight;
+  torch::Tensor bias;
+  torch::Tensor running_mean;
+  torch::Tensor running_var;
+  torch::Tensor num_batches_tracked;  // int64 scalar
+};
+TORCH_MODULE(BatchNorm2d);
+
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(int64_t num_embeddings, int64_t dim,
+                const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& ids);
+
+  torch::Tensor weight;  // [num_embeddings, dim]
+};
+TORCH_MODULE(Embedding);
+
+// torch.nn.MultiheadAttention's parameters (in_proj_weight [3D, D] = [q; k; v],
+// in_proj_bias, out_proj) and math, self-attention only, batch-first.
+class MultiheadAttentionImpl : public torch::nn::Module {
+ public:
+  MultiheadAttentionImpl(int64_t dim, int64_t heads,
+                         const torch::TensorOptions& options);
+  // x [N, L, D]; attn_mask additive [L, L] or undefined.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& attn_mask);
+
+  torch::Tensor in_proj_weight;
+  torch::Tensor in_proj_bias;
+  Linear out_proj;
+  int64_t heads;
+};
+TORCH_MODULE(MultiheadAttention);
+
+// c_fc -> activation -> c_proj.
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(int64_t dim, int64_t hidden, Activation activation,
+          const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  Linear c_fc;
+  Linear c_proj;
+  Activation activation;
+};
+TORCH_MODULE(Mlp);
+
+// x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+class ResidualAttentionBlockImpl : public torch::nn::Module {
+ public:
+  ResidualAttentionBlockImpl(int64_t dim, int64_t heads, int64_t mlp_width,
+                             Activation activation,
+                             const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& attn_mask);
+
+  LayerNorm ln_1;
+  MultiheadAttention attn;
+  LayerNorm ln_2;
+  Mlp mlp;
+};
+TORCH_MODULE(ResidualAttentionBlock);
+
+// `resblocks.{i}`.
+class TransformerImpl : public torch::nn::Module {
+ public:
+  TransformerImpl(int64_t dim, int64_t layers, int64_t heads, int64_t mlp_width,
+                  Activation activation, const torch::TensorOptions& options);
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& attn_mask);
+
+  std::vector<ResidualAttentionBlock> blocks;
+
+ private:
+  torch::nn::ModuleList resblocks_;
+};
+TORCH_MODULE(Transformer);
+
+}  // namespace oclip
+
+#endif  // OCLIP_MODEL_LAYERS_H_

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite from a clean clone: install dependencies, build, run
+# every GoogleTest through CTest. Tests read ../shared/reference (or
+# $OCLIP_REFERENCE_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh
+ctest --test-dir build --output-on-failure --parallel "$(nproc)"

@@ -1,0 +1,35 @@
+#include "core/mapped_file.h"
+
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+namespace oclip {
+namespace {
+
+TEST(MappedFileTest, MapsTheWholeFile) {
+  const std::string path = ::testing::TempDir() + "/mapped.txt";
+  std::ofstream(path) << "hello mapped world";
+  auto file = MappedFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->view(), "hello mapped world");
+  EXPECT_EQ(*ReadFileToString(path), "hello mapped world");
+}
+
+TEST(MappedFileTest, EmptyFileMapsToNothing) {
+  const std::string path = ::testing::TempDir() + "/empty.txt";
+  std::ofstream(path).close();
+  auto file = MappedFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->size(), 0u);
+}
+
+TEST(MappedFileTest, ErrorsSayWhatIsWrong) {
+  EXPECT_EQ(MappedFile::Open("/nonexistent/file").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(MappedFile::Open(::testing::TempDir()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadFileToString("/nonexistent/file").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace oclip

@@ -1,0 +1,92 @@
+// OpenCLIP's eval transform (model/image/preprocess.h) against the tensors
+// Python OpenCLIP produced for the reference images.
+
+#include "model/image/preprocess.h"
+
+#include <cstdio>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/model/reference.h"
+
+namespace oclip::testing {
+namespace {
+
+TEST(ImagePreprocessTest, ResizeFollowsTorchvision) {
+  // Shorter side to the target, longer side truncated (torchvision's int()).
+  EXPECT_EQ(ShortSideResize(640, 480, 224), std::make_pair(298, 224));
+  EXPECT_EQ(ShortSideResize(333, 500, 224), std::make_pair(224, 336));
+  EXPECT_EQ(ShortSideResize(225, 1000, 224), std::make_pair(224, 995));
+  EXPECT_EQ(ShortSideResize(20, 12, 64), std::make_pair(106, 64));
+}
+
+TEST(ImagePreprocessTest, CropOffsetsRoundHalfToEven) {
+  EXPECT_EQ(RoundHalfToEven(0.5), 0);
+  EXPECT_EQ(RoundHalfToEven(1.5), 2);
+  EXPECT_EQ(RoundHalfToEven(74.5), 74);
+  EXPECT_EQ(RoundHalfToEven(37.0), 37);
+}
+
+TEST(ImagePreprocessTest, RejectsBadInput) {
+  PreprocessOptions options;
+  std::vector<float> out(3 * 224 * 224);
+  EXPECT_EQ(PreprocessImageBytes("", options, out.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PreprocessImageBytes("definitely not an image", options, out.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PreprocessImageFile("/nonexistent.jpg", options, out.data()).code(),
+            absl::StatusCode::kNotFound);
+  options.max_pixels = 100;  // landscape.jpg has 640x480.
+  absl::Status bomb =
+      PreprocessImageFile(ReferencePath("images/landscape.jpg"), options, out.data());
+  EXPECT_EQ(bomb.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bomb.message().find("exceeds"), std::string::npos) << bomb;
+}
+
+// Pixel differences, in units of 1/255, of oclip's preprocessing against
+// OpenCLIP's (PIL's) for every reference image, at every size and with both
+// normalizations. The gate: max <= 2/255, mean <= 0.1/255.
+class ImagePreprocessParityTest
+    : public ::testing::TestWithParam<std::tuple<const char*, const char*>> {};
+
+TEST_P(ImagePreprocessParityTest, IsCloseToOpenClip) {
+  const auto [variant, image] = GetParam();
+  const std::string key = std::string(variant) + image;
+  torch::Tensor expected = LoadReferenceTensor("preprocessed.safetensors", key);
+  PreprocessOptions options;
+  options.image_size = std::stoi(variant);
+  if (std::string(variant).find("inception") != std::string::npos) {
+    options.mean = {0.5f, 0.5f, 0.5f};
+    options.std = {0.5f, 0.5f, 0.5f};
+  }
+  const int size = options.image_size;
+  torch::Tensor actual = torch::empty({3, size, size});
+  ASSERT_TRUE(PreprocessImageFile(ReferencePath(std::string("images/") + image), options,
+                                  actual.data_ptr<float>())
+                  .ok());
+  // Back to pixel units: x * std * 255.
+  torch::Tensor std = torch::tensor({options.std[0], options.std[1], options.std[2]}).view({3, 1, 1});
+  torch::Tensor diff = ((actual - expected) * std * 255).abs();
+  const double max = diff.max().item<double>(), mean = diff.mean().item<double>();
+  std::printf("[ pixels   ] %s: max %.2f/255, mean %.3f/255\n", key.c_str(), max, mean);
+  EXPECT_LE(max, 2.0) << key;
+  EXPECT_LE(mean, 0.1) << key;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    ReferenceImages, ImagePreprocessParityTest,
+    ::testing::Combine(::testing::Values("56/openai/", "64/openai/", "224/openai/",
+                                         "224/inception/"),
+                       ::testing::Values("landscape.jpg", "portrait.png", "alpha.png", "gray.jpg",
+                                         "tiny.png", "wide.webp", "CLIP.png")),
+    [](const ::testing::TestParamInfo<std::tuple<const char*, const char*>>& info) {
+      std::string name = std::string(std::get<0>(info.param)) + std::get<1>(info.param);
+      for (char& c : name) {
+        if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+      }
+      return name;
+    });
+
+}  // namespace
+}  // namespace oclip::testing

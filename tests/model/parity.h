@@ -1,0 +1,71 @@
+// Shared by the per-family parity tests: build a tiny reference model from its
+// JSON config and weights, and compare its features with Python OpenCLIP's.
+
+#ifndef OCLIP_TESTS_MODEL_PARITY_H_
+#define OCLIP_TESTS_MODEL_PARITY_H_
+
+#include <memory>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "model/checkpoint/checkpoint.h"
+#include "model/clip_model.h"
+#include "model/config.h"
+#include "tests/model/reference.h"
+
+namespace oclip::testing {
+
+// Relative tolerance of the parity gate: float32 rounding, not approximation.
+inline constexpr double kParityTolerance = 1e-4;
+
+// `name` is the fixture path without extension, e.g. "tiny-vit" or
+// "hf/tiny-roberta-vit"; weights from `weights` (default NAME.safetensors).
+inline std::shared_ptr<ClipModel> LoadFixtureModel(const std::string& name,
+                                                   const std::string& weights = "") {
+  auto config = ResolveModelConfig(ReferencePath(name + ".json"));
+  EXPECT_TRUE(config.ok()) << config.status();
+  if (!config.ok()) return nullptr;
+  auto model = ClipModel::Create(*config);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return nullptr;
+  const std::string path = ReferencePath(weights.empty() ? name + ".safetensors" : weights);
+  absl::Status loaded = LoadCheckpoint(**model, path);
+  EXPECT_TRUE(loaded.ok()) << loaded;
+  if (!loaded.ok()) return nullptr;
+  (*model)->eval();
+  return *model;
+}
+
+// The tokens the reference text features were computed from: the CLIP
+// tokenizer's for native towers, the HF tokenizer's (stored with the
+// expectations) for HF towers.
+inline torch::Tensor FixtureTokens(const std::string& name) {
+  if (name.rfind("hf/", 0) == 0) return LoadReferenceTensor(name + ".expected.safetensors", "tokens");
+  return LoadReferenceTensor("tokens.safetensors", "tokens");
+}
+
+// Encodes the fixture's stored images and tokens and checks both feature sets
+// against the reference within kParityTolerance.
+inline void ExpectFeaturesMatchReference(ClipModel& model, const std::string& name) {
+  torch::InferenceMode inference;
+  const std::string expected = name + ".expected.safetensors";
+  auto image_features = model.EncodeImage(LoadReferenceTensor(expected, "images"));
+  ASSERT_TRUE(image_features.ok()) << image_features.status();
+  const double image_error =
+      RelativeError(*image_features, LoadReferenceTensor(expected, "image_features"));
+  EXPECT_LT(image_error, kParityTolerance) << name << " image_features";
+
+  auto text_features = model.EncodeText(FixtureTokens(name));
+  ASSERT_TRUE(text_features.ok()) << text_features.status();
+  const double text_error =
+      RelativeError(*text_features, LoadReferenceTensor(expected, "text_features"));
+  EXPECT_LT(text_error, kParityTolerance) << name << " text_features";
+  std::cout << "[ parity   ] " << name << ": image rel. error " << image_error
+            << ", text rel. error " << text_error << "\n";
+}
+
+}  // namespace oclip::testing
+
+#endif  // OCLIP_TESTS_MODEL_PARITY_H_

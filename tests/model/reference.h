@@ -1,0 +1,26 @@
+// Access to the reference outputs of Python OpenCLIP (../shared/reference)
+// for the model tests, and the tolerance helpers they share.
+
+#ifndef OCLIP_TESTS_MODEL_REFERENCE_H_
+#define OCLIP_TESTS_MODEL_REFERENCE_H_
+
+#include <string>
+
+#include <torch/torch.h>
+
+namespace oclip::testing {
+
+// $OCLIP_REFERENCE_DIR, else <source>/../shared/reference.
+std::string ReferenceDir();
+std::string ReferencePath(const std::string& relative);
+
+// One tensor of a reference safetensors file, as a CPU tensor that owns its
+// memory. Fails the current test (and returns an undefined tensor) if absent.
+torch::Tensor LoadReferenceTensor(const std::string& relative_file, const std::string& key);
+
+// ‖actual − expected‖ / ‖expected‖ over all elements (float64 arithmetic).
+double RelativeError(const torch::Tensor& actual, const torch::Tensor& expected);
+
+}  // namespace oclip::testing
+
+#endif  // OCLIP_TESTS_MODEL_REFERENCE_H_
