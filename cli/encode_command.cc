@@ -101,14 +101,7 @@ int RunEncode(int argc, char** argv) {
   flags.AddInt("batch-size", &values.batch_size, "images per forward pass (default 32)");
   flags.AddInt("threads", &values.threads, "CPU threads (default: all cores)");
   flags.AddInt("seed", &values.seed, "seed of --pretrained random (default 0)");
-  if (absl::Status status = flags.Parse(argc, argv); !status.ok()) {
-    std::cerr << "oclip encode: " << status.message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.Usage();
-    return 0;
-  }
+  if (std::optional<int> exit_code = flags.ParseCommandLine(argc, argv)) return *exit_code;
   if (absl::Status status = Encode(values); !status.ok()) {
     std::cerr << "oclip encode: " << status.message() << "\n";
     return 1;

@@ -1,5 +1,7 @@
 #include "cli/flags.h"
 
+#include <iostream>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -91,6 +93,18 @@ absl::Status FlagSet::Parse(int argc, char** argv) {
     if (!status.ok()) return status;
   }
   return absl::OkStatus();
+}
+
+std::optional<int> FlagSet::ParseCommandLine(int argc, char** argv) {
+  if (absl::Status status = Parse(argc, argv); !status.ok()) {
+    std::cerr << "oclip " << command_ << ": " << status.message() << "\n";
+    return 2;
+  }
+  if (help_requested_) {
+    std::cout << Usage();
+    return 0;
+  }
+  return std::nullopt;
 }
 
 std::string FlagSet::Usage() const {

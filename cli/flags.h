@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,11 @@ class FlagSet {
   // Sets help_requested() for --help / -h.
   absl::Status Parse(int argc, char** argv);
   bool help_requested() const { return help_requested_; }
+
+  // Parse() for a subcommand's main: prints the usage for --help (exit code
+  // 0) or the error as one line (exit code 2) and returns the exit code, or
+  // nullopt when the command should run.
+  std::optional<int> ParseCommandLine(int argc, char** argv);
   std::string Usage() const;
 
  private:

@@ -81,11 +81,7 @@ INSTANTIATE_TEST_SUITE_P(
         FormatCase{"tiny-vit-quickgelu", "tiny-vit-quickgelu.torchscript.pt",
                    CheckpointFormat::kTorchScript}),
     [](const ::testing::TestParamInfo<FormatCase>& info) {
-      std::string name = info.param.file;
-      for (char& c : name) {
-        if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-      }
-      return name;
+      return TestNameFrom(info.param.file);
     });
 
 TEST(CheckpointTest, TrainingCheckpointKeysLoseTheirModulePrefix) {

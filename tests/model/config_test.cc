@@ -57,11 +57,7 @@ INSTANTIATE_TEST_SUITE_P(
                       "ViT-B-16-quickgelu", "ViT-L-14-quickgelu", "roberta-ViT-B-32",
                       "xlm-roberta-base-ViT-B-32", "xlm-roberta-large-ViT-H-14"),
     [](const ::testing::TestParamInfo<std::string>& info) {
-      std::string name = info.param;
-      for (char& c : name) {
-        if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-      }
-      return name;
+      return TestNameFrom(info.param);
     });
 
 TEST(ConfigTest, SlashSpellingIsAccepted) {

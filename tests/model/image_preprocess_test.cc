@@ -81,11 +81,7 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values("landscape.jpg", "portrait.png", "alpha.png", "gray.jpg",
                                          "tiny.png", "wide.webp", "CLIP.png")),
     [](const ::testing::TestParamInfo<std::tuple<const char*, const char*>>& info) {
-      std::string name = std::string(std::get<0>(info.param)) + std::get<1>(info.param);
-      for (char& c : name) {
-        if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-      }
-      return name;
+      return TestNameFrom(std::string(std::get<0>(info.param)) + std::get<1>(info.param));
     });
 
 }  // namespace

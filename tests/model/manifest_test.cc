@@ -82,11 +82,7 @@ TEST_P(ManifestTest, RegistryModelHasOpenClipKeysShapesAndParameterCount) {
 
 INSTANTIATE_TEST_SUITE_P(ReleasedModels, ManifestTest, ::testing::ValuesIn(RealSizeEntries()),
                          [](const ::testing::TestParamInfo<ManifestEntry>& info) {
-                           std::string name = info.param.name;
-                           for (char& c : name) {
-                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
-                           }
-                           return name;
+                           return TestNameFrom(info.param.name);
                          });
 
 TEST(ManifestTest, TinyFixtureConfigsMatchTheirManifestEntries) {

@@ -10,10 +10,10 @@
 namespace oclip::testing {
 namespace {
 
-TEST(ModifiedResNetTest, FeaturesMatchOpenClip) {
+TEST(ModifiedResNetTest, ImageFeaturesMatchOpenClip) {
   auto model = LoadFixtureModel("tiny-rn");
   ASSERT_NE(model, nullptr);
-  ExpectFeaturesMatchReference(*model, "tiny-rn");
+  ExpectImageFeaturesMatchReference(*model, "tiny-rn");
 }
 
 TEST(ModifiedResNetTest, EvalModeUsesRunningStatistics) {

@@ -1,5 +1,6 @@
 #include "tests/model/reference.h"
 
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 
@@ -41,6 +42,13 @@ torch::Tensor LoadReferenceTensor(const std::string& relative_file, const std::s
   torch::Tensor out = torch::empty(view->shape, torch::TensorOptions().dtype(type));
   std::memcpy(out.data_ptr(), view->data, view->size_bytes);
   return out;
+}
+
+std::string TestNameFrom(std::string text) {
+  for (char& c : text) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return text;
 }
 
 double RelativeError(const torch::Tensor& actual, const torch::Tensor& expected) {

@@ -18,6 +18,9 @@ std::string ReferencePath(const std::string& relative);
 // memory. Fails the current test (and returns an undefined tensor) if absent.
 torch::Tensor LoadReferenceTensor(const std::string& relative_file, const std::string& key);
 
+// A GoogleTest parameter name from any text: non-alphanumerics become '_'.
+std::string TestNameFrom(std::string text);
+
 // ‖actual − expected‖ / ‖expected‖ over all elements (float64 arithmetic).
 double RelativeError(const torch::Tensor& actual, const torch::Tensor& expected);
 
