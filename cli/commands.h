@@ -9,6 +9,8 @@ namespace oclip::cli {
 
 int RunModels(int argc, char** argv);
 int RunEncode(int argc, char** argv);
+int RunBench(int argc, char** argv);
+int RunClassify(int argc, char** argv);
 
 }  // namespace oclip::cli
 

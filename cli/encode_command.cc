@@ -1,10 +1,10 @@
-// `oclip encode`: image features of files, written as .npy.
+// `oclip encode`: features of images and texts, written as .npy files.
 
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <iostream>
-#include <thread>
 #include <vector>
 
 #include <torch/torch.h>
@@ -12,23 +12,22 @@
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "cli/model_flags.h"
 #include "core/npy.h"
 #include "core/status.h"
 #include "model/image/preprocess.h"
-#include "model/model_loader.h"
 
 namespace oclip::cli {
 namespace {
 
 struct EncodeFlags {
-  std::string model;
-  std::string pretrained;
+  ModelFlags model;
   std::vector<std::string> images;
+  std::vector<std::string> texts;
+  std::string texts_file;
   std::string output;
   bool normalize = false;
   int64_t batch_size = 32;
-  int64_t threads = 0;
-  int64_t seed = 0;
 };
 
 absl::Status MakeDirectory(const std::string& path) {
@@ -39,48 +38,78 @@ absl::Status MakeDirectory(const std::string& path) {
   return absl::InvalidArgumentError(absl::StrCat("--output ", path, " is not a directory"));
 }
 
-absl::Status Encode(const EncodeFlags& flags) {
-  if (flags.pretrained.empty()) {
-    return absl::InvalidArgumentError("--pretrained is required (a checkpoint file or \"random\")");
-  }
-  if (flags.output.empty()) return absl::InvalidArgumentError("--output is required");
-  if (flags.images.empty()) return absl::InvalidArgumentError("give at least one --image");
-  if (flags.batch_size < 1) return absl::InvalidArgumentError("--batch-size must be >= 1");
-  // LibTorch starts with one thread here (PITFALLS.md): use every core.
-  const int threads = flags.threads > 0
-                          ? static_cast<int>(flags.threads)
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(threads);
-
-  OCLIP_RETURN_IF_ERROR(MakeDirectory(flags.output));
-  LoadModelOptions load;
-  load.model = flags.model;
-  load.pretrained = flags.pretrained;
-  load.seed = static_cast<uint64_t>(flags.seed);
-  OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, LoadModel(load));
-
-  PreprocessOptions preprocess;
-  preprocess.image_size = model->config().vision.image_size;
-  const int64_t s = preprocess.image_size;
-  const int64_t n = static_cast<int64_t>(flags.images.size());
-  torch::InferenceMode inference;
-  std::vector<float> features;
-  int64_t dim = 0;
-  for (int64_t begin = 0; begin < n; begin += flags.batch_size) {
-    const int64_t count = std::min(flags.batch_size, n - begin);
-    torch::Tensor batch = torch::empty({count, 3, s, s});
-    for (int64_t i = 0; i < count; ++i) {
-      OCLIP_RETURN_IF_ERROR(PreprocessImageFile(flags.images[begin + i], preprocess,
-                                                batch[i].data_ptr<float>()));
-    }
-    OCLIP_ASSIGN_OR_RETURN(torch::Tensor out, model->EncodeImage(batch, flags.normalize));
+// Runs `encode_batch(begin, count)` over [0, n) in batches and stacks the
+// [count, D] results into one row-major float matrix.
+template <typename EncodeBatch>
+absl::StatusOr<std::vector<float>> EncodeInBatches(int64_t n, int64_t batch_size, int64_t* dim,
+                                                   EncodeBatch encode_batch) {
+  std::vector<float> rows;
+  for (int64_t begin = 0; begin < n; begin += batch_size) {
+    const int64_t count = std::min(batch_size, n - begin);
+    OCLIP_ASSIGN_OR_RETURN(torch::Tensor out, encode_batch(begin, count));
     out = out.to(torch::kCPU, torch::kFloat).contiguous();
-    dim = out.size(1);
-    features.insert(features.end(), out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
+    *dim = out.size(1);
+    rows.insert(rows.end(), out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
   }
-  const std::string path = flags.output + "/image_features.npy";
-  OCLIP_RETURN_IF_ERROR(WriteNpyFloat32(path, {n, dim}, features));
-  std::cout << "wrote " << path << " [" << n << ", " << dim << "]\n";
+  return rows;
+}
+
+absl::Status Encode(const EncodeFlags& flags) {
+  if (flags.output.empty()) return absl::InvalidArgumentError("--output is required");
+  OCLIP_ASSIGN_OR_RETURN(std::vector<std::string> texts,
+                         CollectTexts(flags.texts, flags.texts_file));
+  if (flags.images.empty() && texts.empty()) {
+    return absl::InvalidArgumentError("give at least one --image, --text or --texts-file");
+  }
+  if (flags.batch_size < 1) return absl::InvalidArgumentError("--batch-size must be >= 1");
+  OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, flags.model.LoadModel());
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (!texts.empty()) {
+    OCLIP_ASSIGN_OR_RETURN(tokenizer, flags.model.LoadTokenizer(model->config()));
+  }
+  OCLIP_RETURN_IF_ERROR(MakeDirectory(flags.output));
+  torch::InferenceMode inference;
+
+  // Everything is computed before anything is written, so a bad input leaves
+  // earlier outputs in --output untouched.
+  int64_t image_dim = 0, text_dim = 0;
+  const PreprocessOptions preprocess = flags.model.Preprocessing(model->config());
+  const int64_t s = preprocess.image_size;
+  OCLIP_ASSIGN_OR_RETURN(
+      std::vector<float> image_rows,
+      EncodeInBatches(static_cast<int64_t>(flags.images.size()), flags.batch_size, &image_dim,
+                      [&](int64_t begin, int64_t count) -> absl::StatusOr<torch::Tensor> {
+                        torch::Tensor batch = torch::empty({count, 3, s, s});
+                        for (int64_t i = 0; i < count; ++i) {
+                          OCLIP_RETURN_IF_ERROR(PreprocessImageFile(
+                              flags.images[begin + i], preprocess, batch[i].data_ptr<float>()));
+                        }
+                        return model->EncodeImage(batch, flags.normalize);
+                      }));
+  OCLIP_ASSIGN_OR_RETURN(
+      std::vector<float> text_rows,
+      EncodeInBatches(static_cast<int64_t>(texts.size()), flags.batch_size, &text_dim,
+                      [&](int64_t begin, int64_t count) -> absl::StatusOr<torch::Tensor> {
+                        std::vector<int64_t> ids = tokenizer->Tokenize(
+                            absl::MakeConstSpan(texts).subspan(begin, count));
+                        torch::Tensor tokens =
+                            torch::from_blob(ids.data(), {count, tokenizer->context_length()},
+                                             torch::kLong)
+                                .clone();
+                        return model->EncodeText(tokens, flags.normalize);
+                      }));
+  if (!flags.images.empty()) {
+    const std::string path = flags.output + "/image_features.npy";
+    const int64_t n = static_cast<int64_t>(flags.images.size());
+    OCLIP_RETURN_IF_ERROR(WriteNpyFloat32(path, {n, image_dim}, image_rows));
+    std::cout << "wrote " << path << " [" << n << ", " << image_dim << "]\n";
+  }
+  if (!texts.empty()) {
+    const std::string path = flags.output + "/text_features.npy";
+    const int64_t n = static_cast<int64_t>(texts.size());
+    OCLIP_RETURN_IF_ERROR(WriteNpyFloat32(path, {n, text_dim}, text_rows));
+    std::cout << "wrote " << path << " [" << n << ", " << text_dim << "]\n";
+  }
   return absl::OkStatus();
 }
 
@@ -89,18 +118,16 @@ absl::Status Encode(const EncodeFlags& flags) {
 int RunEncode(int argc, char** argv) {
   EncodeFlags values;
   FlagSet flags("encode",
-                "Encodes images with a CLIP model and writes OUTPUT/image_features.npy\n"
-                "(float32 [N, embed_dim], rows in argument order).");
-  flags.AddString("model", &values.model,
-                  "model config: a name from `oclip models` or a JSON config path");
-  flags.AddString("pretrained", &values.pretrained,
-                  "checkpoint (.safetensors, .bin, .pt) or \"random\"");
+                "Encodes images and texts with a CLIP model and writes\n"
+                "OUTPUT/image_features.npy and OUTPUT/text_features.npy (float32\n"
+                "[N, embed_dim], rows in argument order).");
+  values.model.Register(flags);
   flags.AddRepeated("image", &values.images, "image file to encode");
+  flags.AddRepeated("text", &values.texts, "text to encode");
+  flags.AddString("texts-file", &values.texts_file, "file with one text per line to encode");
   flags.AddString("output", &values.output, "directory for the .npy files");
   flags.AddBool("normalize", &values.normalize, "L2-normalize the features");
-  flags.AddInt("batch-size", &values.batch_size, "images per forward pass (default 32)");
-  flags.AddInt("threads", &values.threads, "CPU threads (default: all cores)");
-  flags.AddInt("seed", &values.seed, "seed of --pretrained random (default 0)");
+  flags.AddInt("batch-size", &values.batch_size, "inputs per forward pass (default 32)");
   if (std::optional<int> exit_code = flags.ParseCommandLine(argc, argv)) return *exit_code;
   if (absl::Status status = Encode(values); !status.ok()) {
     std::cerr << "oclip encode: " << status.message() << "\n";

@@ -15,6 +15,8 @@ constexpr char kUsage[] =
     "commands:\n"
     "  models    list the built-in model configs\n"
     "  encode    encode images into features (.npy)\n"
+    "  classify  zero-shot labels for images\n"
+    "  bench     measure preprocessing and encoding throughput (JSON)\n"
     "\n"
     "Run `oclip COMMAND --help` for the flags of a command.\n";
 
@@ -26,6 +28,8 @@ struct Command {
 constexpr Command kCommands[] = {
     {"models", oclip::cli::RunModels},
     {"encode", oclip::cli::RunEncode},
+    {"classify", oclip::cli::RunClassify},
+    {"bench", oclip::cli::RunBench},
 };
 
 }  // namespace

@@ -7,6 +7,15 @@ find_package(Torch REQUIRED)
 find_package(absl REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 
+# Text: ICU (Unicode classes, normalization, case folding), zlib (the gzipped
+# BPE vocabulary). Downloads: libcurl. (No libsentencepiece: see model/.)
+find_package(ICU REQUIRED COMPONENTS uc i18n)
+find_package(ZLIB REQUIRED)
+find_package(CURL REQUIRED)
+# JPEG decoding goes straight to libjpeg-turbo (PIL's decoder) when libvips's
+# per-image set-up would cost as much as the decode.
+find_package(JPEG)
+
 # spdlog is optional for the model library so that model/ builds against a bare
 # LibTorch (the GPU machine has no Debian packages); core/ falls back to stderr.
 find_package(spdlog QUIET)
@@ -17,7 +26,7 @@ separate_arguments(OCLIP_TORCH_CXX_FLAGS UNIX_COMMAND "${TORCH_CXX_FLAGS}")
 
 # libvips decodes images. Required for the CLI; the model library builds
 # without it (the GPU machine has no Debian packages).
-find_package(PkgConfig)
+find_package(PkgConfig REQUIRED)
 if(PkgConfig_FOUND)
   if(OCLIP_BUILD_CLI)
     pkg_check_modules(VIPS REQUIRED IMPORTED_TARGET vips)

@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libabsl-dev libspdlog-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libvips-dev
+  libjpeg62-turbo-dev libicu-dev zlib1g-dev libcurl4-openssl-dev
 )
 
 missing=()

@@ -59,8 +59,10 @@ std::vector<Taps> ComputeTaps(int in_size, int out_size, int begin, int end) {
   return taps;
 }
 
-inline uint8_t Clip8(int64_t v) {
-  if (v >= (int64_t{1} << kPrecisionBits << 8)) return 255;
+// Pillow accumulates in a 32-bit int; the sums of 8-bit pixels times 22-bit
+// weights stay below 2^31 for normalized kernels.
+inline uint8_t Clip8(int32_t v) {
+  if (v >= (int32_t{1} << kPrecisionBits << 8)) return 255;
   if (v <= 0) return 0;
   return static_cast<uint8_t>(v >> kPrecisionBits);
 }
@@ -99,10 +101,24 @@ Image8 ResizeBicubicAndCrop(const Image8& in, int resized_width, int resized_hei
       uint8_t* dst = mid.pixels.data() + static_cast<size_t>(y) * mid.width * bands;
       for (int x = 0; x < crop.width; ++x) {
         const Taps& t = htaps[x];
+        const uint8_t* p = src + static_cast<size_t>(t.first) * bands;
+        const int32_t* w = t.weights.data();
+        const int taps = static_cast<int>(t.weights.size());
+        if (bands == 3) {  // The common case, unrolled over the bands.
+          int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+          for (int k = 0; k < taps; ++k, p += 3) {
+            s0 += p[0] * w[k];
+            s1 += p[1] * w[k];
+            s2 += p[2] * w[k];
+          }
+          dst[x * 3] = Clip8(s0);
+          dst[x * 3 + 1] = Clip8(s1);
+          dst[x * 3 + 2] = Clip8(s2);
+          continue;
+        }
         for (int b = 0; b < bands; ++b) {
-          int64_t sum = int64_t{1} << (kPrecisionBits - 1);
-          const uint8_t* p = src + static_cast<size_t>(t.first) * bands + b;
-          for (size_t k = 0; k < t.weights.size(); ++k) sum += p[k * bands] * t.weights[k];
+          int32_t sum = 1 << (kPrecisionBits - 1);
+          for (int k = 0; k < taps; ++k) sum += p[k * bands + b] * w[k];
           dst[x * bands + b] = Clip8(sum);
         }
       }
@@ -122,15 +138,19 @@ Image8 ResizeBicubicAndCrop(const Image8& in, int resized_width, int resized_hei
   out.bands = bands;
   out.pixels.resize(static_cast<size_t>(out.width) * out.height * bands);
   const size_t stride = static_cast<size_t>(mid.width) * bands;
+  // Row by row, tap-major: the inner loop runs over a whole row and vectorizes.
+  std::vector<int32_t> sums(stride);
   for (int y = 0; y < crop.height; ++y) {
     const Taps& t = vtaps[y];
     const uint8_t* src = mid.pixels.data() + static_cast<size_t>(t.first - first_row) * stride;
-    uint8_t* dst = out.pixels.data() + static_cast<size_t>(y) * stride;
-    for (size_t i = 0; i < stride; ++i) {
-      int64_t sum = int64_t{1} << (kPrecisionBits - 1);
-      for (size_t k = 0; k < t.weights.size(); ++k) sum += src[k * stride + i] * t.weights[k];
-      dst[i] = Clip8(sum);
+    std::fill(sums.begin(), sums.end(), 1 << (kPrecisionBits - 1));
+    for (size_t k = 0; k < t.weights.size(); ++k) {
+      const int32_t w = t.weights[k];
+      const uint8_t* row = src + k * stride;
+      for (size_t i = 0; i < stride; ++i) sums[i] += row[i] * w;
     }
+    uint8_t* dst = out.pixels.data() + static_cast<size_t>(y) * stride;
+    for (size_t i = 0; i < stride; ++i) dst[i] = Clip8(sums[i]);
   }
   return out;
 }

@@ -1,5 +1,6 @@
 #include "model/image/preprocess.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iterator>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/mapped_file.h"
 #include "core/status.h"
+#include "model/image/jpeg_decoder.h"
 #include "model/image/pil_resample.h"
 
 namespace oclip {
@@ -93,7 +95,7 @@ absl::StatusOr<Image8> ToImage8(ImageRef& image) {
   return out;
 }
 
-absl::Status Preprocess(ImageRef& image, const PreprocessOptions& options, float* out) {
+absl::Status CheckPixelLimit(ImageRef& image, const PreprocessOptions& options) {
   const int width = vips_image_get_width(image.get());
   const int height = vips_image_get_height(image.get());
   if (width <= 0 || height <= 0) return absl::InvalidArgumentError("image has no pixels");
@@ -102,8 +104,22 @@ absl::Status Preprocess(ImageRef& image, const PreprocessOptions& options, float
                                                    " pixels exceeds the limit of ",
                                                    options.max_pixels));
   }
-  OCLIP_ASSIGN_OR_RETURN(Image8 decoded, ToImage8(image));
+  return absl::OkStatus();
+}
 
+// The largest libjpeg scale-down (8, 4 or 2) whose output still has a shorter
+// side of at least `size`; 1 if none.
+int JpegShrinkFactor(int width, int height, int size) {
+  for (int shrink : {8, 4, 2}) {
+    // libjpeg rounds scaled dimensions up.
+    if ((std::min(width, height) + shrink - 1) / shrink >= size) return shrink;
+  }
+  return 1;
+}
+
+// Resize, crop, RGB conversion and normalization of decoded pixels.
+absl::Status PreprocessPixels(Image8 decoded, const PreprocessOptions& options, float* out) {
+  const int width = decoded.width, height = decoded.height;
   const int size = options.image_size;
   const auto [resized_width, resized_height] = ShortSideResize(width, height, size);
   CropRect crop;
@@ -146,12 +162,27 @@ std::pair<int, int> ShortSideResize(int width, int height, int size) {
 
 absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptions& options,
                                   float* out) {
-  OCLIP_RETURN_IF_ERROR(EnsureVips());
   if (bytes.empty()) return absl::InvalidArgumentError("empty image");
+  if (LooksLikeJpeg(bytes)) {
+    JpegDecodeOptions jpeg;
+    jpeg.max_pixels = options.max_pixels;
+    if (options.fast_jpeg_shrink) {
+      OCLIP_ASSIGN_OR_RETURN(auto dimensions, JpegDimensions(bytes));
+      jpeg.scale_denom = JpegShrinkFactor(dimensions.first, dimensions.second, options.image_size);
+      jpeg.fast_dct = true;
+    }
+    absl::StatusOr<Image8> decoded = DecodeJpeg(bytes, jpeg);
+    if (decoded.ok()) return PreprocessPixels(*std::move(decoded), options, out);
+    // CMYK/YCCK JPEGs go through libvips's colour conversion below.
+    if (decoded.status().code() != absl::StatusCode::kUnimplemented) return decoded.status();
+  }
+  OCLIP_RETURN_IF_ERROR(EnsureVips());
   ImageRef image(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access",
                                             VIPS_ACCESS_SEQUENTIAL, "fail", TRUE, nullptr));
   if (image.get() == nullptr) return VipsError("not a decodable image");
-  return Preprocess(image, options, out);
+  OCLIP_RETURN_IF_ERROR(CheckPixelLimit(image, options));
+  OCLIP_ASSIGN_OR_RETURN(Image8 decoded, ToImage8(image));
+  return PreprocessPixels(std::move(decoded), options, out);
 }
 
 absl::Status PreprocessImageFile(const std::string& path, const PreprocessOptions& options,

@@ -29,6 +29,11 @@ struct PreprocessOptions {
   std::array<float, 3> mean = {0.48145466f, 0.4578275f, 0.40821073f};
   std::array<float, 3> std = {0.26862954f, 0.26130258f, 0.27577711f};
   int64_t max_pixels = 178956970;  // PIL's decompression-bomb limit.
+  // Fast mode, not PIL-exact: JPEGs are decoded at 1/2, 1/4 or 1/8 scale in
+  // the DCT domain (libjpeg's shrink-on-load) when the result still covers
+  // `image_size`, with the fast integer DCT and plain chroma upsampling, then
+  // resampled as usual.
+  bool fast_jpeg_shrink = false;
 };
 
 absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptions& options,

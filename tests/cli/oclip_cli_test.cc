@@ -4,6 +4,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -38,13 +39,20 @@ std::string ReadText(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// Runs `oclip ARGS` (arguments are quoted for the shell).
+// 'text' for the shell, whatever the text holds.
+std::string ShellQuote(const std::string& text) {
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// Runs `oclip ARGS`.
 RunResult RunOclip(const std::vector<std::string>& args) {
   const std::string out_path = ::testing::TempDir() + "/oclip_stdout";
   const std::string err_path = ::testing::TempDir() + "/oclip_stderr";
-  std::string command = std::string("'") + OCLIP_BINARY + "'";
-  for (const std::string& arg : args) command += " '" + arg + "'";
-  command += " >'" + out_path + "' 2>'" + err_path + "'";
+  std::string command = ShellQuote(OCLIP_BINARY);
+  for (const std::string& arg : args) command += " " + ShellQuote(arg);
+  command += " >" + ShellQuote(out_path) + " 2>" + ShellQuote(err_path);
   const int status = std::system(command.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadText(out_path), ReadText(err_path)};
 }
@@ -166,6 +174,98 @@ TEST(EncodeCommandTest, ErrorsAreOneLineWithAnExitCode) {
   }
 }
 
+TEST(EncodeCommandTest, TextsGiveOpenClipFeatures) {
+  // All 14 reference texts (entities, mojibake, emoji, CJK, whitespace runs
+  // with a newline, an empty string, one longer than the context): the first
+  // five as --text, the rest from a --texts-file, one per line.
+  std::ifstream in(ReferencePath("texts.json"));
+  const auto texts = nlohmann::json::parse(in)["texts"].get<std::vector<std::string>>();
+  ASSERT_EQ(texts.size(), 14u);
+  const std::string out = FreshDirectory("encode_texts");
+  const std::string texts_file = ::testing::TempDir() + "/texts.txt";
+  std::vector<std::string> args = {"encode", "--model", ReferencePath("tiny-vit.json"),
+                                   "--pretrained", ReferencePath("tiny-vit.safetensors"),
+                                   "--tokenizer", ReferencePath("bpe_simple_vocab_16e6.txt.gz"),
+                                   "--texts-file", texts_file, "--output", out,
+                                   "--batch-size", "5"};
+  {
+    std::ofstream file(texts_file);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      if (i < 5) {
+        args.push_back("--text");
+        args.push_back(texts[i]);
+      } else {
+        ASSERT_EQ(texts[i].find('\n'), std::string::npos);
+        file << texts[i] << "\n";
+      }
+    }
+  }
+  RunResult run = RunOclip(args);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  auto features = ReadNpyFloat32(out + "/text_features.npy");
+  ASSERT_TRUE(features.ok()) << features.status();
+  EXPECT_EQ(features->shape, (std::vector<int64_t>{14, 64}));
+  const double error = RelativeError(
+      features->values, ReferenceFloats("tiny-vit.expected.safetensors", "text_features"));
+  EXPECT_LT(error, 1e-4);
+  std::printf("[ parity   ] oclip encode texts: relative error %.3g\n", error);
+}
+
+TEST(ClassifyCommandTest, ProbabilitiesMatchOpenClipZeroShot) {
+  std::ifstream in(ReferencePath("zeroshot.json"));
+  const nlohmann::json zeroshot = nlohmann::json::parse(in);
+  const std::string templates_file = ::testing::TempDir() + "/templates.txt";
+  {
+    std::ofstream out(templates_file);
+    for (const auto& t : zeroshot["openai_imagenet_templates"]) out << t.get<std::string>() << "\n";
+  }
+  std::vector<std::string> args = {"classify", "--model", ReferencePath("tiny-rn.json"),
+                                   "--pretrained", ReferencePath("tiny-rn.safetensors"),
+                                   "--tokenizer", ReferencePath("bpe_simple_vocab_16e6.txt.gz"),
+                                   "--templates", templates_file, "--json", "--top-k", "100"};
+  const auto classnames = zeroshot["classnames"].get<std::vector<std::string>>();
+  for (const std::string& label : classnames) {
+    args.push_back("--label");
+    args.push_back(label);
+  }
+  const std::vector<std::string> images = ReferenceImageOrder("tiny-rn.expected.safetensors");
+  for (const std::string& image : images) {
+    args.push_back("--image");
+    args.push_back(ReferencePath("images/" + image));
+  }
+  RunResult run = RunOclip(args);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const nlohmann::json results = nlohmann::json::parse(run.out);
+  ASSERT_EQ(results.size(), images.size());
+  const std::vector<float> expected =
+      ReferenceFloats("tiny-rn.expected.safetensors", "zeroshot_probs");
+  double max_error = 0;
+  for (size_t i = 0; i < images.size(); ++i) {
+    ASSERT_EQ(results[i]["labels"].size(), classnames.size());
+    for (const auto& entry : results[i]["labels"]) {
+      const size_t c = std::find(classnames.begin(), classnames.end(),
+                                 entry["label"].get<std::string>()) - classnames.begin();
+      ASSERT_LT(c, classnames.size());
+      max_error = std::max(max_error, std::abs(entry["probability"].get<double>() -
+                                               expected[i * classnames.size() + c]));
+    }
+  }
+  EXPECT_LT(max_error, 1e-4);
+  std::printf("[ parity   ] oclip classify: max probability error %.3g\n", max_error);
+}
+
+TEST(ClassifyCommandTest, NeedsLabelsAndATokenizer) {
+  RunResult no_labels = RunOclip({"classify", "--model", ReferencePath("tiny-vit.json"),
+                                  "--pretrained", "random", "--image", "x.png", "--label", "a"});
+  EXPECT_EQ(no_labels.exit_code, 1);
+  EXPECT_NE(no_labels.err.find("at least two --label"), std::string::npos) << no_labels.err;
+  RunResult no_tokenizer =
+      RunOclip({"classify", "--model", ReferencePath("tiny-vit.json"), "--pretrained", "random",
+                "--image", ReferencePath("images/tiny.png"), "--label", "a", "--label", "b"});
+  EXPECT_EQ(no_tokenizer.exit_code, 1);
+  EXPECT_NE(no_tokenizer.err.find("--tokenizer"), std::string::npos) << no_tokenizer.err;
+}
+
 TEST(ModelsCommandTest, ListsTheRegistry) {
   RunResult run = RunOclip({"models"});
   ASSERT_EQ(run.exit_code, 0);
@@ -174,7 +274,7 @@ TEST(ModelsCommandTest, ListsTheRegistry) {
 }
 
 TEST(HelpTest, EveryCommandHasHelp) {
-  for (const char* command : {"models", "encode"}) {
+  for (const char* command : {"models", "encode", "classify"}) {
     RunResult run = RunOclip({command, "--help"});
     EXPECT_EQ(run.exit_code, 0) << command;
     EXPECT_NE(run.out.find(std::string("usage: oclip ") + command), std::string::npos);

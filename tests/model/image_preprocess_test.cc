@@ -4,10 +4,13 @@
 #include "model/image/preprocess.h"
 
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "tests/model/parity.h"
 #include "tests/model/reference.h"
 
 namespace oclip::testing {
@@ -37,6 +40,19 @@ TEST(ImagePreprocessTest, RejectsBadInput) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(PreprocessImageFile("/nonexistent.jpg", options, out.data()).code(),
             absl::StatusCode::kNotFound);
+  // Truncated and corrupted files of each decoder path (libjpeg, libvips).
+  for (const char* image : {"images/landscape.jpg", "images/portrait.png", "images/wide.webp"}) {
+    std::ifstream in(ReferencePath(image), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    for (size_t keep : {size_t{3}, size_t{100}, bytes.size() / 2}) {
+      absl::Status truncated = PreprocessImageBytes(bytes.substr(0, keep), options, out.data());
+      EXPECT_EQ(truncated.code(), absl::StatusCode::kInvalidArgument) << image << " " << keep;
+    }
+    std::string corrupt = bytes;
+    for (size_t i = corrupt.size() / 4; i < corrupt.size() / 2; i += 7) corrupt[i] = '\x5a';
+    absl::Status status = PreprocessImageBytes(corrupt, options, out.data());
+    EXPECT_TRUE(status.ok() || status.code() == absl::StatusCode::kInvalidArgument) << status;
+  }
   options.max_pixels = 100;  // landscape.jpg has 640x480.
   absl::Status bomb =
       PreprocessImageFile(ReferencePath("images/landscape.jpg"), options, out.data());
@@ -83,6 +99,38 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<std::tuple<const char*, const char*>>& info) {
       return TestNameFrom(std::string(std::get<0>(info.param)) + std::get<1>(info.param));
     });
+
+}  // namespace
+}  // namespace oclip::testing
+
+namespace oclip::testing {
+namespace {
+
+// Fast mode trades PIL-exact pixels for speed; the features it gives must
+// stay within cosine 0.999 of OpenCLIP's.
+TEST(ImagePreprocessFastModeTest, KeepsFeaturesWithinCosine999) {
+  auto model = LoadFixtureModel("tiny-vit");
+  ASSERT_NE(model, nullptr);
+  torch::Tensor expected = LoadReferenceTensor("tiny-vit.expected.safetensors", "image_features");
+  // Rows of the JPEG images in the reference's image_order.
+  const std::pair<const char*, int> jpegs[] = {{"gray.jpg", 2}, {"landscape.jpg", 3}};
+  PreprocessOptions options;
+  options.image_size = 64;
+  options.fast_jpeg_shrink = true;
+  torch::InferenceMode inference;
+  for (const auto& [image, row] : jpegs) {
+    torch::Tensor pixels = torch::empty({1, 3, 64, 64});
+    ASSERT_TRUE(PreprocessImageFile(ReferencePath(std::string("images/") + image), options,
+                                    pixels.data_ptr<float>())
+                    .ok());
+    auto features = model->EncodeImage(pixels);
+    ASSERT_TRUE(features.ok());
+    const double cosine =
+        torch::cosine_similarity(features->view({-1}), expected[row], 0).item<double>();
+    std::printf("[ fast     ] %s: feature cosine %.6f\n", image, cosine);
+    EXPECT_GE(cosine, 0.999) << image;
+  }
+}
 
 }  // namespace
 }  // namespace oclip::testing

@@ -1,0 +1,189 @@
+// `oclip bench`: throughput of the encode paths, one JSON object per run on
+// stdout. Speed is measured here (and in bench/), never in tests.
+
+#include <chrono>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "cli/flags.h"
+#include "cli/model_flags.h"
+#include "core/mapped_file.h"
+#include "core/status.h"
+#include "model/image/preprocess.h"
+#include "model/model_loader.h"
+#include "model/tokenizer/load_tokenizer.h"
+
+namespace oclip::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Calls `step` (which processes `items_per_step` items) until `seconds` have
+// passed (at least twice, after one warm-up call); returns items per second.
+template <typename Step>
+absl::StatusOr<double> MeasureThroughput(double seconds, int64_t items_per_step, Step step) {
+  OCLIP_RETURN_IF_ERROR(step());  // Warm-up: caches, allocator, lazy init.
+  int64_t steps = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  while (steps < 2 || elapsed < seconds) {
+    OCLIP_RETURN_IF_ERROR(step());
+    ++steps;
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  }
+  return static_cast<double>(steps * items_per_step) / elapsed;
+}
+
+int SetThreads(int64_t threads) {
+  const int n = threads > 0 ? static_cast<int>(threads)
+                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(n);
+  return n;
+}
+
+absl::Status BenchPreprocess(const std::string& image, int64_t size, bool fast, double seconds) {
+  if (image.empty()) return absl::InvalidArgumentError("--image is required");
+  OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(image));
+  PreprocessOptions options;
+  options.image_size = static_cast<int>(size);
+  options.fast_jpeg_shrink = fast;
+  std::vector<float> out(3 * size * size);
+  OCLIP_ASSIGN_OR_RETURN(double rate, MeasureThroughput(seconds, 1, [&] {
+                           return PreprocessImageBytes(file->view(), options, out.data());
+                         }));
+  nlohmann::json result = {{"benchmark", "preprocess"}, {"image", image},
+                           {"size", size},              {"mode", fast ? "fast" : "parity"},
+                           {"threads", 1},              {"images_per_second", rate}};
+  std::cout << result.dump() << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status BenchEncode(const std::string& model_name, const std::string& pretrained,
+                         int64_t batch, int64_t threads, double seconds) {
+  if (model_name.empty()) return absl::InvalidArgumentError("--model is required");
+  const int n = SetThreads(threads);
+  LoadModelOptions load;
+  load.model = model_name;
+  load.pretrained = pretrained;
+  OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, LoadModel(load));
+  torch::InferenceMode inference;
+  const int64_t s = model->config().vision.image_size;
+  torch::Tensor images = torch::randn({batch, 3, s, s});
+  const int64_t context = model->config().text.context_length;
+  // Captions of typical length: 12 tokens, then padding.
+  torch::Tensor tokens = torch::zeros({batch, context}, torch::kLong);
+  tokens.slice(1, 0, 12).random_(1, 1000);
+  tokens.select(1, 0).fill_(model->config().text.is_hf() ? 0 : 49406);
+  tokens.select(1, 11).fill_(model->config().text.is_hf() ? 2 : 49407);
+  if (model->config().text.is_hf()) tokens.slice(1, 12).fill_(1);
+  OCLIP_ASSIGN_OR_RETURN(double image_rate, MeasureThroughput(seconds, batch, [&] {
+                           return model->EncodeImage(images).status();
+                         }));
+  OCLIP_ASSIGN_OR_RETURN(double text_rate, MeasureThroughput(seconds, batch, [&] {
+                           return model->EncodeText(tokens).status();
+                         }));
+  nlohmann::json result = {{"benchmark", "encode"},          {"model", model_name},
+                           {"precision", "fp32"},            {"batch", batch},
+                           {"threads", n},                   {"images_per_second", image_rate},
+                           {"texts_per_second", text_rate}};
+  std::cout << result.dump() << "\n";
+  return absl::OkStatus();
+}
+
+// Short captions like those of web image datasets, deterministic.
+std::vector<std::string> SyntheticCaptions(int count) {
+  static const char* kWords[] = {"dog",    "cat",     "beach",  "red",    "running", "old",
+                                 "city",   "street",  "night",  "mountain", "lake", "happy",
+                                 "family", "wooden",  "table",  "with",   "two",     "people",
+                                 "sunset", "vintage", "poster", "blue",   "car",     "garden"};
+  constexpr int kNumWords = sizeof(kWords) / sizeof(kWords[0]);
+  std::vector<std::string> captions;
+  uint32_t state = 12345;
+  for (int i = 0; i < count; ++i) {
+    std::string caption = "A photo of";
+    const int length = 3 + i % 6;
+    for (int w = 0; w < length; ++w) {
+      state = state * 1664525u + 1013904223u;
+      absl::StrAppend(&caption, " ", kWords[(state >> 16) % kNumWords]);
+    }
+    captions.push_back(caption + ".");
+  }
+  return captions;
+}
+
+absl::Status BenchTokenize(const std::string& tokenizer_path, const std::string& model_name,
+                           const std::string& texts_file, double seconds) {
+  if (tokenizer_path.empty()) return absl::InvalidArgumentError("--tokenizer is required");
+  OCLIP_ASSIGN_OR_RETURN(ModelConfig config, ResolveModelConfig(model_name));
+  OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                         LoadTokenizer(config, tokenizer_path));
+  OCLIP_ASSIGN_OR_RETURN(std::vector<std::string> texts, CollectTexts({}, texts_file));
+  if (texts.empty()) texts = SyntheticCaptions(10000);
+  OCLIP_ASSIGN_OR_RETURN(double rate, MeasureThroughput(seconds, texts.size(), [&] {
+                           tokenizer->Tokenize(texts);
+                           return absl::OkStatus();
+                         }));
+  nlohmann::json result = {{"benchmark", "tokenize"},
+                           {"model", model_name},
+                           {"texts", texts.size()},
+                           {"threads", 1},
+                           {"texts_per_second", rate}};
+  std::cout << result.dump() << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunBench(int argc, char** argv) {
+  const std::string kind = argc > 0 ? argv[0] : "";
+  if (kind != "preprocess" && kind != "encode" && kind != "tokenize") {
+    std::cerr << "usage: oclip bench preprocess|tokenize|encode [flags] "
+                 "(see oclip bench KIND --help)\n";
+    return 2;
+  }
+  std::string image, model, pretrained = "random", tokenizer, texts_file;
+  int64_t size = 224, batch = 32, threads = 0, seconds_flag = 3;
+  bool fast = false;
+  FlagSet flags("bench " + kind,
+                kind == "preprocess" ? "Images per second of decode + resize + crop + normalize "
+                                       "(one thread)."
+                : kind == "tokenize" ? "Texts per second of batch tokenization (one thread)."
+                                     : "Images and texts per second of the model's towers.");
+  if (kind == "preprocess") {
+    flags.AddString("image", &image, "image file to preprocess repeatedly");
+    flags.AddInt("size", &size, "model input size (default 224)");
+    flags.AddBool("fast", &fast, "JPEG shrink-on-load before resampling (not PIL-exact)");
+  } else if (kind == "tokenize") {
+    model = "ViT-B-32";
+    flags.AddString("tokenizer", &tokenizer, "tokenizer file or directory");
+    flags.AddString("model", &model, "model whose tokenizer kind to use (default ViT-B-32)");
+    flags.AddString("texts-file", &texts_file,
+                    "texts, one per line (default: 10,000 synthetic short captions)");
+  } else {
+    flags.AddString("model", &model, "model config name or JSON path");
+    flags.AddString("pretrained", &pretrained, "checkpoint file or \"random\" (default)");
+    flags.AddInt("batch", &batch, "batch size (default 32)");
+    flags.AddInt("threads", &threads, "CPU threads (default: all cores)");
+  }
+  flags.AddInt("seconds", &seconds_flag, "minimum measuring time per figure (default 3)");
+  if (std::optional<int> exit_code = flags.ParseCommandLine(argc - 1, argv + 1)) return *exit_code;
+  const double seconds = static_cast<double>(std::max<int64_t>(seconds_flag, 0));
+  absl::Status status =
+      kind == "preprocess" ? BenchPreprocess(image, size, fast, seconds)
+      : kind == "tokenize" ? BenchTokenize(tokenizer, model, texts_file, seconds)
+                           : BenchEncode(model, pretrained, std::max<int64_t>(batch, 1), threads,
+                                         seconds);
+  if (!status.ok()) {
+    std::cerr << "oclip bench: " << status.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace oclip::cli
