@@ -13,7 +13,8 @@ constexpr char kUsage[] =
     "OpenCLIP in C++: the same embeddings from the same checkpoints.\n"
     "\n"
     "commands:\n"
-    "  models    list the built-in model configs\n"
+    "  models    list the built-in model configs and their pretrained tags\n"
+    "  fetch     download a released checkpoint and its tokenizer into the cache\n"
     "  encode    encode images into features (.npy)\n"
     "  classify  zero-shot labels for images\n"
     "  bench     measure preprocessing and encoding throughput (JSON)\n"
@@ -27,6 +28,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"models", oclip::cli::RunModels},
+    {"fetch", oclip::cli::RunFetch},
     {"encode", oclip::cli::RunEncode},
     {"classify", oclip::cli::RunClassify},
     {"bench", oclip::cli::RunBench},

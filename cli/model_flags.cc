@@ -5,10 +5,12 @@
 
 #include <torch/torch.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/mapped_file.h"
 #include "core/status.h"
 #include "model/model_loader.h"
+#include "model/pretrained.h"
 #include "model/tokenizer/load_tokenizer.h"
 
 namespace oclip::cli {
@@ -17,10 +19,11 @@ void ModelFlags::Register(FlagSet& flags) {
   flags.AddString("model", &model,
                   "model config: a name from `oclip models` or a JSON config path");
   flags.AddString("pretrained", &pretrained,
-                  "checkpoint (.safetensors, .bin, .pt) or \"random\"");
+                  "checkpoint file (.safetensors, .bin, .pt), a pretrained tag of the model "
+                  "(see `oclip models`; downloaded into $OCLIP_CACHE), or \"random\"");
   flags.AddString("tokenizer", &tokenizer,
                   "tokenizer files: bpe_simple_vocab_16e6.txt.gz, or a directory with "
-                  "vocab.json + merges.txt or sentencepiece.bpe.model");
+                  "vocab.json + merges.txt or sentencepiece.bpe.model (default: downloaded)");
   flags.AddInt("threads", &threads, "CPU threads (default: all cores)");
   flags.AddInt("seed", &seed, "seed of --pretrained random (default 0)");
 }
@@ -41,16 +44,22 @@ absl::StatusOr<std::shared_ptr<ClipModel>> ModelFlags::LoadModel() const {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> ModelFlags::LoadTokenizer(
     const ModelConfig& config) const {
-  if (tokenizer.empty()) {
-    return absl::InvalidArgumentError(
-        "--tokenizer is required to encode text (e.g. bpe_simple_vocab_16e6.txt.gz)");
+  if (!tokenizer.empty()) return oclip::LoadTokenizer(config, tokenizer);
+  // The tokenizer files of the text tower, downloaded once into the cache.
+  absl::StatusOr<std::string> fetched = FetchTokenizer(config.text.hf_tokenizer_name);
+  if (!fetched.ok()) {
+    return absl::Status(fetched.status().code(),
+                        absl::StrCat("fetching the tokenizer (or give --tokenizer): ",
+                                     fetched.status().message()));
   }
-  return oclip::LoadTokenizer(config, tokenizer);
+  return oclip::LoadTokenizer(config, *fetched);
 }
 
 PreprocessOptions ModelFlags::Preprocessing(const ModelConfig& config) const {
   PreprocessOptions options;
   options.image_size = config.vision.image_size;
+  options.mean = config.image_mean;
+  options.std = config.image_std;
   return options;
 }
 

@@ -11,6 +11,7 @@
 #ifndef OCLIP_MODEL_CONFIG_H_
 #define OCLIP_MODEL_CONFIG_H_
 
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,6 +77,10 @@ struct ModelConfig {
   bool quick_gelu = false;
   VisionConfig vision;
   TextConfig text;
+  // The image normalization the weights expect (OpenCLIP's preprocess_cfg):
+  // OpenAI's, unless the pretrained registry says otherwise.
+  std::array<float, 3> image_mean = {0.48145466f, 0.4578275f, 0.40821073f};
+  std::array<float, 3> image_std = {0.26862954f, 0.26130258f, 0.27577711f};
 
   // OpenCLIP's CustomTextCLIP layout: the text tower lives under `text.` in
   // the state dict (always for HF towers).

@@ -204,16 +204,19 @@ absl::StatusOr<std::string> FetchUrl(const PretrainedEntry& entry, const FetchOp
   return request.destination;
 }
 
-absl::StatusOr<std::string> FetchHf(const PretrainedEntry& entry, const FetchOptions& options,
-                                    const std::string& cache) {
-  OCLIP_RETURN_IF_ERROR(ValidatePathPart("repository", entry.hf_repo));
+std::string HfFolder(const std::string& cache, const std::string& repo,
+                     const FetchOptions& options) {
+  return absl::StrCat(cache, "/hf/", repo, "/", options.hf_revision);
+}
+
+// Downloads the first of `files` that the repository has (a 404 moves on to
+// the next) into the cache, unless one of them is there already.
+absl::StatusOr<std::string> FetchHfFile(const std::string& repo,
+                                        const std::vector<std::string>& files,
+                                        const FetchOptions& options, const std::string& cache) {
+  OCLIP_RETURN_IF_ERROR(ValidatePathPart("repository", repo));
   OCLIP_RETURN_IF_ERROR(ValidatePathPart("revision", options.hf_revision));
-  std::vector<std::string> files;
-  if (options.prefer_safetensors && !entry.hf_safetensors_file.empty()) {
-    files.push_back(entry.hf_safetensors_file);
-  }
-  files.push_back(entry.hf_file);
-  const std::string folder = absl::StrCat(cache, "/hf/", entry.hf_repo, "/", options.hf_revision);
+  const std::string folder = HfFolder(cache, repo, options);
   for (const std::string& file : files) {
     OCLIP_RETURN_IF_ERROR(ValidatePathPart("file", file));
     if (IsFile(absl::StrCat(folder, "/", file))) return absl::StrCat(folder, "/", file);
@@ -230,7 +233,7 @@ absl::StatusOr<std::string> FetchHf(const PretrainedEntry& entry, const FetchOpt
   absl::Status status;
   for (const std::string& file : files) {
     DownloadRequest request = BaseRequest(options);
-    request.url = absl::StrCat(endpoint, "/", entry.hf_repo, "/resolve/", revision, "/", file);
+    request.url = absl::StrCat(endpoint, "/", repo, "/resolve/", revision, "/", file);
     request.destination = absl::StrCat(folder, "/", file);
     if (!token.empty()) request.headers.push_back(absl::StrCat("Authorization: Bearer ", token));
     status = DownloadFile(request);
@@ -238,6 +241,16 @@ absl::StatusOr<std::string> FetchHf(const PretrainedEntry& entry, const FetchOpt
     if (!absl::IsNotFound(status)) return status;
   }
   return status;
+}
+
+absl::StatusOr<std::string> FetchHf(const PretrainedEntry& entry, const FetchOptions& options,
+                                    const std::string& cache) {
+  std::vector<std::string> files;
+  if (options.prefer_safetensors && !entry.hf_safetensors_file.empty()) {
+    files.push_back(entry.hf_safetensors_file);
+  }
+  files.push_back(entry.hf_file);
+  return FetchHfFile(entry.hf_repo, files, options, cache);
 }
 
 }  // namespace
@@ -302,6 +315,27 @@ absl::StatusOr<std::string> FetchPretrainedEntry(const PretrainedEntry& entry,
   if (!entry.hf_repo.empty()) return FetchHf(entry, options, cache);
   return absl::InvalidArgumentError(
       absl::StrCat("pretrained entry ", entry.model, " ", entry.tag, " has no source"));
+}
+
+TokenizerSource GetTokenizerSource(const std::string& hf_tokenizer_name) {
+  if (hf_tokenizer_name.empty()) {
+    // CLIP's BPE in HF's layout (vocab.json + merges.txt), as OpenAI publishes it.
+    return {"openai/clip-vit-base-patch32", {"vocab.json", "merges.txt"}};
+  }
+  if (absl::StartsWith(hf_tokenizer_name, "xlm-roberta")) {
+    return {absl::StrCat("FacebookAI/", hf_tokenizer_name), {"sentencepiece.bpe.model"}};
+  }
+  return {absl::StrCat("FacebookAI/", hf_tokenizer_name), {"vocab.json", "merges.txt"}};
+}
+
+absl::StatusOr<std::string> FetchTokenizer(const std::string& hf_tokenizer_name,
+                                           const FetchOptions& options) {
+  const TokenizerSource source = GetTokenizerSource(hf_tokenizer_name);
+  const std::string cache = options.cache_dir.empty() ? CacheDir() : options.cache_dir;
+  for (const std::string& file : source.files) {
+    OCLIP_RETURN_IF_ERROR(FetchHfFile(source.hf_repo, {file}, options, cache).status());
+  }
+  return HfFolder(cache, source.hf_repo, options);
 }
 
 absl::StatusOr<std::string> FetchPretrained(const std::string& model, const std::string& tag,

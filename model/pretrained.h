@@ -141,6 +141,20 @@ absl::StatusOr<std::string> FetchPretrained(const std::string& model, const std:
 absl::StatusOr<std::string> FetchPretrainedEntry(const PretrainedEntry& entry,
                                                  const FetchOptions& options = {});
 
+// Where a text tower's tokenizer files are published on the HF hub: CLIP's
+// BPE (vocab.json + merges.txt) for native towers (empty name), RoBERTa's
+// vocab.json + merges.txt, XLM-R's sentencepiece.bpe.model.
+struct TokenizerSource {
+  std::string hf_repo;
+  std::vector<std::string> files;
+};
+TokenizerSource GetTokenizerSource(const std::string& hf_tokenizer_name);
+
+// Downloads (or finds in the cache) those files and returns their folder,
+// which model/tokenizer/load_tokenizer.h accepts as a tokenizer path.
+absl::StatusOr<std::string> FetchTokenizer(const std::string& hf_tokenizer_name,
+                                           const FetchOptions& options = {});
+
 }  // namespace oclip
 
 #endif  // OCLIP_MODEL_PRETRAINED_H_

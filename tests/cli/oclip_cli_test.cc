@@ -2,7 +2,11 @@
 // from the reference image files must match Python OpenCLIP's, and bad input
 // must give one clear line, a non-zero exit, and leave earlier outputs alone.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,6 +22,7 @@
 
 #include "core/npy.h"
 #include "core/safetensors.h"
+#include "tests/core/http_test_server.h"
 
 namespace oclip {
 namespace {
@@ -266,15 +271,106 @@ TEST(ClassifyCommandTest, NeedsLabelsAndATokenizer) {
   EXPECT_NE(no_tokenizer.err.find("--tokenizer"), std::string::npos) << no_tokenizer.err;
 }
 
-TEST(ModelsCommandTest, ListsTheRegistry) {
+TEST(ModelsCommandTest, ListsTheRegistryWithTags) {
   RunResult run = RunOclip({"models"});
   ASSERT_EQ(run.exit_code, 0);
-  EXPECT_NE(run.out.find("ViT-B-32\n"), std::string::npos);
-  EXPECT_NE(run.out.find("xlm-roberta-large-ViT-H-14\n"), std::string::npos);
+  EXPECT_NE(run.out.find("\nViT-B-32\topenai laion400m_e31 laion400m_e32 laion2b_e16 "
+                         "laion2b_s34b_b79k\n"),
+            std::string::npos)
+      << run.out;
+  EXPECT_NE(run.out.find("\nxlm-roberta-large-ViT-H-14\tfrozen_laion5b_s13b_b90k\n"),
+            std::string::npos);
+}
+
+// Sets an environment variable for the commands a test runs, and restores it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    const char* old = std::getenv(name);
+    if (old != nullptr) old_ = old;
+    had_ = old != nullptr;
+    setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_, old_.c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
+TEST(FetchCommandTest, DownloadsOnceThenPretrainedTagsUseTheCache) {
+  auto server = testing::HttpTestServer::Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string checkpoint_path =
+      "/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_model.safetensors";
+  // Bytes of a checkpoint that is not a ViT-B-32: loading it must fail later.
+  const std::string checkpoint = ReadText(ReferencePath("tiny-vit.safetensors"));
+  auto route = [](std::string body) {
+    testing::HttpRoute route;
+    route.body = std::move(body);
+    return route;
+  };
+  (*server)->SetRoute(checkpoint_path, route(checkpoint));
+  (*server)->SetRoute("/openai/clip-vit-base-patch32/resolve/main/vocab.json", route("{}"));
+  (*server)->SetRoute("/openai/clip-vit-base-patch32/resolve/main/merges.txt", route("#version"));
+  const std::string cache = FreshDirectory("fetch_cache");
+  ScopedEnv endpoint("OCLIP_HF_ENDPOINT", (*server)->Url(""));
+  ScopedEnv cache_dir("OCLIP_CACHE", cache);
+
+  RunResult fetch = RunOclip({"fetch", "ViT-B-32", "laion2b-s34b-b79k"});
+  ASSERT_EQ(fetch.exit_code, 0) << fetch.err;
+  const std::string local =
+      cache + "/hf/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/main/open_clip_model.safetensors";
+  EXPECT_NE(fetch.out.find(local), std::string::npos) << fetch.out;
+  EXPECT_EQ(ReadText(local), checkpoint);
+  EXPECT_EQ((*server)->RequestsFor(checkpoint_path).size(), 1u);
+
+  // The tag resolves to the cached file: no second download, and the
+  // checkpoint is then checked against the model like any file.
+  RunResult encode =
+      RunOclip({"encode", "--model", "ViT-B-32", "--pretrained", "laion2b_s34b_b79k", "--image",
+                ReferencePath("images/tiny.png"), "--output", FreshDirectory("fetch_out")});
+  EXPECT_EQ(encode.exit_code, 1);
+  EXPECT_NE(encode.err.find("does not fit model ViT-B-32"), std::string::npos) << encode.err;
+  EXPECT_EQ((*server)->RequestsFor(checkpoint_path).size(), 1u);
+}
+
+TEST(FetchCommandTest, UnknownTagsAndOfflineServersAreClearErrors) {
+  const std::string cache = FreshDirectory("fetch_errors");
+  ScopedEnv cache_dir("OCLIP_CACHE", cache);
+  RunResult unknown = RunOclip({"fetch", "ViT-B-32", "laion9000"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("laion2b_s34b_b79k"), std::string::npos) << unknown.err;
+
+  // A port that is bound but not listening refuses connections, like an
+  // offline host, and no other test can take it meanwhile.
+  const int socket_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(socket_fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(::bind(socket_fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(::getsockname(socket_fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  ScopedEnv mirror("OCLIP_URL_MIRROR",
+                   "http://127.0.0.1:" + std::to_string(ntohs(address.sin_port)));
+  RunResult offline = RunOclip({"fetch", "RN50", "yfcc15m"});
+  ::close(socket_fd);
+  EXPECT_EQ(offline.exit_code, 1);
+  EXPECT_EQ(std::count(offline.err.begin(), offline.err.end(), '\n'), 1) << offline.err;
+  EXPECT_NE(offline.err.find("oclip fetch: "), std::string::npos) << offline.err;
+  EXPECT_EQ(RunOclip({"fetch", "RN50"}).exit_code, 2);
 }
 
 TEST(HelpTest, EveryCommandHasHelp) {
-  for (const char* command : {"models", "encode", "classify"}) {
+  for (const char* command : {"models", "encode", "classify", "fetch"}) {
     RunResult run = RunOclip({command, "--help"});
     EXPECT_EQ(run.exit_code, 0) << command;
     EXPECT_NE(run.out.find(std::string("usage: oclip ") + command), std::string::npos);
