@@ -141,10 +141,12 @@ absl::Status PreprocessPixels(Image8 decoded, const PreprocessOptions& options, 
   const uint8_t* p = cropped.pixels.data();
   for (int c = 0; c < 3; ++c) {
     const int band = colour_bands == 3 ? c : 0;
-    // (v / 255 - mean) / std, as ToTensor then Normalize compute it.
-    const float mean = options.mean[c], std = options.std[c];
+    // (v / 255 - mean) / std, as ToTensor then Normalize compute it, for the
+    // 256 possible values once.
+    float table[256];
+    for (int v = 0; v < 256; ++v) table[v] = (v / 255.0f - options.mean[c]) / options.std[c];
     float* dst = out + c * plane;
-    for (int64_t i = 0; i < plane; ++i) dst[i] = (p[i * bands + band] / 255.0f - mean) / std;
+    for (int64_t i = 0; i < plane; ++i) dst[i] = table[p[i * bands + band]];
   }
   return absl::OkStatus();
 }
