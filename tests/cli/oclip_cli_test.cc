@@ -20,12 +20,17 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/core/scoped_env.h"
+#include "tests/core/scratch_dir.h"
 #include "core/npy.h"
 #include "core/safetensors.h"
 #include "tests/core/http_test_server.h"
 
 namespace oclip {
 namespace {
+
+using ::oclip::testing::ScopedEnv;
+using ::oclip::testing::ScratchDir;
 
 std::string ReferencePath(const std::string& relative) {
   const char* env = std::getenv("OCLIP_REFERENCE_DIR");
@@ -53,8 +58,8 @@ std::string ShellQuote(const std::string& text) {
 
 // Runs `oclip ARGS`.
 RunResult RunOclip(const std::vector<std::string>& args) {
-  const std::string out_path = ::testing::TempDir() + "/oclip_stdout";
-  const std::string err_path = ::testing::TempDir() + "/oclip_stderr";
+  const std::string out_path = ScratchDir() + "/stdout";
+  const std::string err_path = ScratchDir() + "/stderr";
   std::string command = ShellQuote(OCLIP_BINARY);
   for (const std::string& arg : args) command += " " + ShellQuote(arg);
   command += " >" + ShellQuote(out_path) + " 2>" + ShellQuote(err_path);
@@ -63,7 +68,7 @@ RunResult RunOclip(const std::vector<std::string>& args) {
 }
 
 std::string FreshDirectory(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/" + name;
+  const std::string dir = ScratchDir() + "/" + name;
   std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str());
   return dir;
 }
@@ -138,7 +143,7 @@ TEST(EncodeCommandTest, BadImageFailsWithoutTouchingEarlierOutput) {
   const std::string out = FreshDirectory("encode_bad_image");
   const std::string previous = out + "/image_features.npy";
   std::ofstream(previous) << "earlier results";
-  const std::string bad = ::testing::TempDir() + "/not_an_image.jpg";
+  const std::string bad = ScratchDir() + "/not_an_image.jpg";
   std::ofstream(bad) << "this is text";
   RunResult run = RunOclip({"encode", "--model", ReferencePath("tiny-vit.json"), "--pretrained",
                             "random", "--image", ReferencePath("images/landscape.jpg"),
@@ -187,7 +192,7 @@ TEST(EncodeCommandTest, TextsGiveOpenClipFeatures) {
   const auto texts = nlohmann::json::parse(in)["texts"].get<std::vector<std::string>>();
   ASSERT_EQ(texts.size(), 14u);
   const std::string out = FreshDirectory("encode_texts");
-  const std::string texts_file = ::testing::TempDir() + "/texts.txt";
+  const std::string texts_file = ScratchDir() + "/texts.txt";
   std::vector<std::string> args = {"encode", "--model", ReferencePath("tiny-vit.json"),
                                    "--pretrained", ReferencePath("tiny-vit.safetensors"),
                                    "--tokenizer", ReferencePath("bpe_simple_vocab_16e6.txt.gz"),
@@ -219,7 +224,7 @@ TEST(EncodeCommandTest, TextsGiveOpenClipFeatures) {
 TEST(ClassifyCommandTest, ProbabilitiesMatchOpenClipZeroShot) {
   std::ifstream in(ReferencePath("zeroshot.json"));
   const nlohmann::json zeroshot = nlohmann::json::parse(in);
-  const std::string templates_file = ::testing::TempDir() + "/templates.txt";
+  const std::string templates_file = ScratchDir() + "/templates.txt";
   {
     std::ofstream out(templates_file);
     for (const auto& t : zeroshot["openai_imagenet_templates"]) out << t.get<std::string>() << "\n";
@@ -282,28 +287,6 @@ TEST(ModelsCommandTest, ListsTheRegistryWithTags) {
             std::string::npos);
 }
 
-// Sets an environment variable for the commands a test runs, and restores it.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    const char* old = std::getenv(name);
-    if (old != nullptr) old_ = old;
-    had_ = old != nullptr;
-    setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (had_) {
-      setenv(name_, old_.c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::string old_;
-  bool had_ = false;
-};
 
 TEST(FetchCommandTest, DownloadsOnceThenPretrainedTagsUseTheCache) {
   auto server = testing::HttpTestServer::Start();

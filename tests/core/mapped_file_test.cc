@@ -1,3 +1,4 @@
+#include "tests/core/scratch_dir.h"
 #include "core/mapped_file.h"
 
 #include <fstream>
@@ -7,8 +8,10 @@
 namespace oclip {
 namespace {
 
+using ::oclip::testing::ScratchPath;
+
 TEST(MappedFileTest, MapsTheWholeFile) {
-  const std::string path = ::testing::TempDir() + "/mapped.txt";
+  const std::string path = ScratchPath("mapped.txt");
   std::ofstream(path) << "hello mapped world";
   auto file = MappedFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
@@ -17,7 +20,7 @@ TEST(MappedFileTest, MapsTheWholeFile) {
 }
 
 TEST(MappedFileTest, EmptyFileMapsToNothing) {
-  const std::string path = ::testing::TempDir() + "/empty.txt";
+  const std::string path = ScratchPath("empty.txt");
   std::ofstream(path).close();
   auto file = MappedFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();

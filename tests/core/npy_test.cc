@@ -1,3 +1,4 @@
+#include "tests/core/scratch_dir.h"
 #include "core/npy.h"
 
 #include <fstream>
@@ -7,8 +8,10 @@
 namespace oclip {
 namespace {
 
+using ::oclip::testing::ScratchPath;
+
 TEST(NpyTest, RoundTripsAndHasAnAlignedNumpyHeader) {
-  const std::string path = ::testing::TempDir() + "/features.npy";
+  const std::string path = ScratchPath("features.npy");
   const std::vector<float> values = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -1e-3f};
   ASSERT_TRUE(WriteNpyFloat32(path, {2, 3}, values).ok());
   auto read = ReadNpyFloat32(path);
@@ -27,7 +30,7 @@ TEST(NpyTest, RoundTripsAndHasAnAlignedNumpyHeader) {
 }
 
 TEST(NpyTest, OneDimensionalShapeHasATrailingComma) {
-  const std::string path = ::testing::TempDir() + "/vector.npy";
+  const std::string path = ScratchPath("vector.npy");
   ASSERT_TRUE(WriteNpyFloat32(path, {3}, std::vector<float>{1, 2, 3}).ok());
   std::ifstream in(path, std::ios::binary);
   std::string content((std::istreambuf_iterator<char>(in)), {});
@@ -35,7 +38,7 @@ TEST(NpyTest, OneDimensionalShapeHasATrailingComma) {
 }
 
 TEST(NpyTest, RejectsMismatchedShapeAndCorruptFiles) {
-  const std::string path = ::testing::TempDir() + "/bad.npy";
+  const std::string path = ScratchPath("bad.npy");
   EXPECT_EQ(WriteNpyFloat32(path, {2, 2}, std::vector<float>{1, 2, 3}).code(),
             absl::StatusCode::kInvalidArgument);
   std::ofstream(path, std::ios::binary) << "not numpy at all";

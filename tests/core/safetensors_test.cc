@@ -1,3 +1,4 @@
+#include "tests/core/scratch_dir.h"
 #include "core/safetensors.h"
 
 #include <cstring>
@@ -9,7 +10,9 @@
 namespace oclip {
 namespace {
 
-std::string TempPath(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+using ::oclip::testing::ScratchPath;
+
+std::string TempPath(const std::string& name) { return ScratchPath(name); }
 
 std::string WriteBytes(const std::string& name, const std::string& bytes) {
   const std::string path = TempPath(name);

@@ -1,6 +1,7 @@
 // Loading the same weights from each checkpoint format people download, and
 // rejecting truncated, corrupted and wrong-model files with a clear error.
 
+#include "tests/core/scratch_dir.h"
 #include "model/checkpoint/checkpoint.h"
 
 #include <cstdio>
@@ -24,7 +25,7 @@ std::string ReadBytes(const std::string& path) {
 }
 
 std::string WriteTemp(const std::string& name, const std::string& bytes) {
-  const std::string path = ::testing::TempDir() + "/" + name;
+  const std::string path = ScratchPath(name);
   std::ofstream(path, std::ios::binary) << bytes;
   return path;
 }
@@ -179,7 +180,7 @@ std::string WriteStateDict(const std::string& name, const StateDict& state_dict)
                        absl::MakeConstSpan(static_cast<const uint8_t*>(t.data_ptr()),
                                            t.numel() * t.element_size())});
   }
-  const std::string path = ::testing::TempDir() + "/" + name;
+  const std::string path = ScratchPath(name);
   EXPECT_TRUE(WriteSafetensors(path, tensors).ok());
   return path;
 }

@@ -18,6 +18,7 @@
 namespace oclip {
 namespace {
 
+using ::oclip::testing::ExpectTokenRowsMatch;
 using ::oclip::testing::LoadReferenceTensor;
 using ::oclip::testing::ReferencePath;
 
@@ -68,14 +69,7 @@ TEST_F(HfBpeTokenizerTest, MatchesReferenceTokens) {
   ASSERT_TRUE(expected.defined());
   ASSERT_EQ(expected.size(0), static_cast<int64_t>(texts.size()));
   ASSERT_EQ(expected.size(1), kContext);
-  const std::vector<int64_t> rows = tokenizer_->Tokenize(texts);
-  ASSERT_EQ(rows.size(), texts.size() * kContext);
-  const int64_t* want = expected.data_ptr<int64_t>();
-  for (size_t r = 0; r < texts.size(); ++r) {
-    const std::vector<int64_t> got(rows.begin() + r * kContext, rows.begin() + (r + 1) * kContext);
-    const std::vector<int64_t> exp(want + r * kContext, want + (r + 1) * kContext);
-    EXPECT_EQ(got, exp) << "text " << r << ": " << texts[r];
-  }
+  ExpectTokenRowsMatch(tokenizer_->Tokenize(texts), expected, texts);
 }
 
 TEST_F(HfBpeTokenizerTest, TruncationKeepsEndToken) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include "tests/model/parity.h"
 #include "tests/model/reference.h"
@@ -53,6 +54,23 @@ TEST(ImagePreprocessTest, RejectsBadInput) {
     absl::Status status = PreprocessImageBytes(corrupt, options, out.data());
     EXPECT_TRUE(status.ok() || status.code() == absl::StatusCode::kInvalidArgument) << status;
   }
+  // A PNG whose header claims 100000 x 100000 pixels is refused from the
+  // header, before anything is allocated for it.
+  std::ifstream png_in(ReferencePath("images/tiny.png"), std::ios::binary);
+  std::string png((std::istreambuf_iterator<char>(png_in)), {});
+  ASSERT_GT(png.size(), 24u);
+  for (int i : {16, 20}) {  // IHDR width and height, big-endian.
+    png[i] = 0;
+    png[i + 1] = 1;
+    png[i + 2] = static_cast<char>(0x86);
+    png[i + 3] = static_cast<char>(0xa0);
+  }
+  const uint32_t crc = static_cast<uint32_t>(
+      crc32(0, reinterpret_cast<const Bytef*>(png.data() + 12), 17));  // "IHDR" + fields
+  for (int i = 0; i < 4; ++i) png[29 + i] = static_cast<char>(crc >> (24 - 8 * i));
+  absl::Status absurd = PreprocessImageBytes(png, PreprocessOptions(), out.data());
+  EXPECT_EQ(absurd.code(), absl::StatusCode::kInvalidArgument) << absurd;
+  EXPECT_NE(absurd.message().find("100000x100000 pixels exceeds"), std::string::npos) << absurd;
   options.max_pixels = 100;  // landscape.jpg has 640x480.
   absl::Status bomb =
       PreprocessImageFile(ReferencePath("images/landscape.jpg"), options, out.data());

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/core/scoped_env.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "model/config.h"
@@ -22,6 +23,8 @@
 
 namespace oclip {
 namespace {
+
+using ::oclip::testing::ScopedEnv;
 
 using ::oclip::testing::HttpRoute;
 using ::oclip::testing::HttpTestServer;
@@ -156,28 +159,6 @@ TEST(PretrainedRegistryTest, QuickGeluTrapIsExposed) {
 // ---------------------------------------------------------------------------
 // CacheDir and FetchPretrained.
 
-// Sets an environment variable for the lifetime of the object.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    const char* old = std::getenv(name);
-    if (old != nullptr) old_ = old;
-    had_old_ = old != nullptr;
-    setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() {
-    if (had_old_) {
-      setenv(name_, old_.c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::string old_;
-  bool had_old_ = false;
-};
 
 TEST(CacheDirTest, HonorsOclipCache) {
   {

@@ -44,6 +44,21 @@ torch::Tensor LoadReferenceTensor(const std::string& relative_file, const std::s
   return out;
 }
 
+void ExpectTokenRowsMatch(const std::vector<int64_t>& rows, const torch::Tensor& expected,
+                          const std::vector<std::string>& texts) {
+  ASSERT_TRUE(expected.defined());
+  ASSERT_EQ(expected.dim(), 2);
+  ASSERT_EQ(expected.size(0), static_cast<int64_t>(texts.size()));
+  const int64_t length = expected.size(1);
+  ASSERT_EQ(rows.size(), texts.size() * length);
+  const int64_t* want = expected.data_ptr<int64_t>();
+  for (size_t r = 0; r < texts.size(); ++r) {
+    const std::vector<int64_t> got(rows.begin() + r * length, rows.begin() + (r + 1) * length);
+    const std::vector<int64_t> exp(want + r * length, want + (r + 1) * length);
+    EXPECT_EQ(got, exp) << "text " << r << ": " << texts[r];
+  }
+}
+
 std::string TestNameFrom(std::string text) {
   for (char& c : text) {
     if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';

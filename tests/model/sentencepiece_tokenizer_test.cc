@@ -1,5 +1,6 @@
 // Tests of model/tokenizer/sentencepiece_tokenizer.h against the ids HF's
 // XLMRobertaTokenizer produced for shared/reference/hf/texts.json.
+#include "tests/core/scratch_dir.h"
 #include "model/tokenizer/sentencepiece_tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -16,6 +17,8 @@
 
 namespace oclip {
 namespace {
+
+using ::oclip::testing::ScratchPath;
 
 using ::oclip::testing::LoadReferenceTensor;
 using ::oclip::testing::ReferencePath;
@@ -38,7 +41,7 @@ std::unique_ptr<SentencePieceTokenizer> LoadTokenizer(int context_length = 77) {
 }
 
 std::string TempFile(const std::string& name, const std::string& bytes) {
-  std::string path = ::testing::TempDir() + "/" + name;
+  std::string path = ScratchPath(name);
   std::ofstream(path, std::ios::binary) << bytes;
   return path;
 }
@@ -294,7 +297,7 @@ TEST(SentencePieceTokenizerTest, RejectsUnsupportedOrInconsistentModels) {
 }
 
 TEST(SentencePieceTokenizerTest, MissingFileIsNotFound) {
-  auto tokenizer = SentencePieceTokenizer::FromModelFile(::testing::TempDir() + "/nope.model");
+  auto tokenizer = SentencePieceTokenizer::FromModelFile(ScratchPath("nope.model"));
   EXPECT_EQ(tokenizer.status().code(), absl::StatusCode::kNotFound) << tokenizer.status();
 }
 

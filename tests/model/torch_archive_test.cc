@@ -5,6 +5,7 @@
 // malformed and malicious archives are written here, with LibTorch's own zip
 // writer, into testing::TempDir().
 
+#include "tests/core/scratch_dir.h"
 #include "model/checkpoint/torch_archive.h"
 
 #include <caffe2/serialize/inline_container.h>
@@ -34,7 +35,8 @@
 namespace oclip {
 namespace {
 
-using ::testing::TempDir;
+using ::oclip::testing::ScratchPath;
+
 using std::string_literals::operator""s;
 
 // ---------------------------------------------------------------------------
@@ -48,7 +50,7 @@ std::string ReferencePath(const std::string& name) {
 }
 
 std::string TempPath(const std::string& name) {
-  return absl::StrCat(TempDir(), "/torch_archive_test_", name);
+  return ScratchPath(absl::StrCat("torch_archive_test_", name));
 }
 
 std::string ReadFileBytes(const std::string& path) {

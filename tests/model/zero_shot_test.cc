@@ -1,6 +1,7 @@
 // Zero-shot classifiers and probabilities against OpenCLIP's
 // build_zero_shot_classifier with the 80 OpenAI ImageNet templates.
 
+#include "tests/core/scratch_dir.h"
 #include "model/zero_shot.h"
 
 #include <fstream>
@@ -94,7 +95,7 @@ TEST(ZeroShotTest, RejectsBadInputs) {
 }
 
 TEST(ZeroShotTest, ReadsTemplateFiles) {
-  const std::string path = ::testing::TempDir() + "/templates.txt";
+  const std::string path = ScratchPath("templates.txt");
   std::ofstream(path) << "# my prompts\na photo of a {}.\n\n  a drawing of a {}.  \n";
   auto templates = ReadTemplateFile(path);
   ASSERT_TRUE(templates.ok()) << templates.status();
