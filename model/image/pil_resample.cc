@@ -170,6 +170,48 @@ Image8 ResizeBicubicAndCrop(const Image8& in, int resized_width, int resized_hei
   return out;
 }
 
+namespace {
+
+// Pillow's source index for each output index in [begin, end): the position
+// starts at half a step and is advanced by repeated addition (so its
+// rounding matches), then truncated.
+std::vector<int> NearestIndices(int in_size, int out_size, int begin, int end) {
+  const double step = static_cast<double>(static_cast<float>(in_size)) / out_size;
+  std::vector<int> indices(end - begin);
+  double position = step * 0.5;
+  for (int i = 0; i < end; ++i, position += step) {
+    if (i >= begin) indices[i - begin] = std::min(static_cast<int>(position), in_size - 1);
+  }
+  return indices;
+}
+
+}  // namespace
+
+Image8 ResizeNearestAndCrop(const Image8& in, int resized_width, int resized_height,
+                            const CropRect& crop) {
+  const bool same_size = resized_width == in.width && resized_height == in.height;
+  const std::vector<int> xs =
+      same_size ? std::vector<int>() : NearestIndices(in.width, resized_width, crop.left,
+                                                      crop.left + crop.width);
+  const std::vector<int> ys =
+      same_size ? std::vector<int>() : NearestIndices(in.height, resized_height, crop.top,
+                                                      crop.top + crop.height);
+  Image8 out;
+  out.width = crop.width;
+  out.height = crop.height;
+  out.bands = in.bands;
+  out.pixels.resize(static_cast<size_t>(out.width) * out.height * out.bands);
+  for (int y = 0; y < crop.height; ++y) {
+    const uint8_t* src = in.row(same_size ? crop.top + y : ys[y]);
+    uint8_t* dst = out.pixels.data() + static_cast<size_t>(y) * out.width * out.bands;
+    for (int x = 0; x < crop.width; ++x) {
+      const int sx = same_size ? crop.left + x : xs[x];
+      std::copy_n(src + static_cast<size_t>(sx) * in.bands, in.bands, dst + x * in.bands);
+    }
+  }
+  return out;
+}
+
 void PremultiplyAlpha(Image8& image) {
   const int bands = image.bands;
   for (size_t i = 0; i < image.pixels.size(); i += bands) {

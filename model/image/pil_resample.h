@@ -41,6 +41,13 @@ struct CropRect {
 Image8 ResizeBicubicAndCrop(const Image8& in, int resized_width, int resized_height,
                             const CropRect& crop);
 
+// Image.resize((resized_width, resized_height), NEAREST).crop(crop), as PIL
+// does it for palette ("P") images whatever filter is asked for: each output
+// pixel copies the input pixel under its centre, positions accumulated in
+// double precision exactly as Pillow's ImagingScaleAffine steps them.
+Image8 ResizeNearestAndCrop(const Image8& in, int resized_width, int resized_height,
+                            const CropRect& crop);
+
 // PIL's RGBA -> RGBa and back (and LA <-> La): Image.resize works on
 // premultiplied pixels for images with alpha. The last band is alpha.
 void PremultiplyAlpha(Image8& image);

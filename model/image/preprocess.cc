@@ -118,7 +118,10 @@ int JpegShrinkFactor(int width, int height, int size) {
 }
 
 // Resize, crop, RGB conversion and normalization of decoded pixels.
-absl::Status PreprocessPixels(Image8 decoded, const PreprocessOptions& options, float* out) {
+// `palette`: PIL opened the image in mode "P" (palette PNG, GIF), which it
+// resizes with nearest neighbour and without premultiplying alpha.
+absl::Status PreprocessPixels(Image8 decoded, bool palette, const PreprocessOptions& options,
+                              float* out) {
   const int width = decoded.width, height = decoded.height;
   const int size = options.image_size;
   const auto [resized_width, resized_height] = ShortSideResize(width, height, size);
@@ -130,9 +133,14 @@ absl::Status PreprocessPixels(Image8 decoded, const PreprocessOptions& options, 
   // unchanged (a plain copy).
   const bool has_alpha = decoded.bands == 2 || decoded.bands == 4;
   const bool resizes = resized_width != width || resized_height != height;
-  if (has_alpha && resizes) PremultiplyAlpha(decoded);
-  Image8 cropped = ResizeBicubicAndCrop(decoded, resized_width, resized_height, crop);
-  if (has_alpha && resizes) UnpremultiplyAlpha(cropped);
+  Image8 cropped;
+  if (palette) {
+    cropped = ResizeNearestAndCrop(decoded, resized_width, resized_height, crop);
+  } else {
+    if (has_alpha && resizes) PremultiplyAlpha(decoded);
+    cropped = ResizeBicubicAndCrop(decoded, resized_width, resized_height, crop);
+    if (has_alpha && resizes) UnpremultiplyAlpha(cropped);
+  }
 
   // convert("RGB"): grey is replicated, alpha dropped without compositing.
   const int bands = cropped.bands;
@@ -174,7 +182,7 @@ absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptio
       jpeg.fast_dct = true;
     }
     absl::StatusOr<Image8> decoded = DecodeJpeg(bytes, jpeg);
-    if (decoded.ok()) return PreprocessPixels(*std::move(decoded), options, out);
+    if (decoded.ok()) return PreprocessPixels(*std::move(decoded), /*palette=*/false, options, out);
     // CMYK/YCCK JPEGs go through libvips's colour conversion below.
     if (decoded.status().code() != absl::StatusCode::kUnimplemented) return decoded.status();
   }
@@ -183,8 +191,9 @@ absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptio
                                             VIPS_ACCESS_SEQUENTIAL, "fail", TRUE, nullptr));
   if (image.get() == nullptr) return VipsError("not a decodable image");
   OCLIP_RETURN_IF_ERROR(CheckPixelLimit(image, options));
+  const bool palette = vips_image_get_typeof(image.get(), "palette-bit-depth") != 0;
   OCLIP_ASSIGN_OR_RETURN(Image8 decoded, ToImage8(image));
-  return PreprocessPixels(std::move(decoded), options, out);
+  return PreprocessPixels(std::move(decoded), palette, options, out);
 }
 
 absl::Status PreprocessImageFile(const std::string& path, const PreprocessOptions& options,

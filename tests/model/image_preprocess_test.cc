@@ -3,6 +3,7 @@
 
 #include "model/image/preprocess.h"
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -123,6 +124,63 @@ INSTANTIATE_TEST_SUITE_P(
 
 namespace oclip::testing {
 namespace {
+
+// A palette PNG of width x height whose pixel (x, y) has palette index
+// (x / 3 + y / 5) % 4, written by hand (signature, IHDR, PLTE, IDAT, IEND).
+std::string PalettePng(int width, int height, const uint8_t palette[4][3]) {
+  auto chunk = [](const std::string& type, const std::string& data) {
+    std::string out;
+    for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>(data.size() >> (8 * i)));
+    const std::string body = type + data;
+    out += body;
+    const uint32_t crc = static_cast<uint32_t>(
+        crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size())));
+    for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>(crc >> (8 * i)));
+    return out;
+  };
+  std::string ihdr;
+  for (int v : {width, height}) {
+    for (int i = 3; i >= 0; --i) ihdr.push_back(static_cast<char>(v >> (8 * i)));
+  }
+  ihdr += std::string("\x08\x03\x00\x00\x00", 5);  // 8-bit, palette
+  std::string plte(reinterpret_cast<const char*>(palette), 12);
+  std::string raw;
+  for (int y = 0; y < height; ++y) {
+    raw.push_back('\0');  // filter: none
+    for (int x = 0; x < width; ++x) raw.push_back(static_cast<char>((x / 3 + y / 5) % 4));
+  }
+  uLongf size = compressBound(static_cast<uLong>(raw.size()));
+  std::string idat(size, '\0');
+  compress(reinterpret_cast<Bytef*>(idat.data()), &size,
+           reinterpret_cast<const Bytef*>(raw.data()), static_cast<uLong>(raw.size()));
+  idat.resize(size);
+  return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", ihdr) + chunk("PLTE", plte) +
+         chunk("IDAT", idat) + chunk("IEND", "");
+}
+
+// PIL resizes palette ("P") images with nearest neighbour whatever filter is
+// asked for, so every output pixel is a palette colour; a bicubic resize
+// would blend neighbours into colours that are not in the palette.
+TEST(ImagePreprocessTest, PaletteImagesResizeWithNearestNeighbour) {
+  const uint8_t palette[4][3] = {{255, 0, 0}, {0, 0, 255}, {20, 200, 20}, {250, 250, 250}};
+  PreprocessOptions options;
+  options.image_size = 64;
+  options.mean = {0, 0, 0};
+  options.std = {1, 1, 1};
+  for (auto [width, height] : {std::pair<int, int>{150, 100}, std::pair<int, int>{40, 50}}) {
+    std::vector<float> out(3 * 64 * 64);
+    ASSERT_TRUE(PreprocessImageBytes(PalettePng(width, height, palette), options, out.data()).ok());
+    for (int i = 0; i < 64 * 64; ++i) {
+      bool in_palette = false;
+      for (const auto& colour : palette) {
+        bool same = true;
+        for (int c = 0; c < 3; ++c) same &= std::lround(out[c * 64 * 64 + i] * 255) == colour[c];
+        in_palette |= same;
+      }
+      ASSERT_TRUE(in_palette) << width << "x" << height << " pixel " << i;
+    }
+  }
+}
 
 // Fast mode trades PIL-exact pixels for speed; the features it gives must
 // stay within cosine 0.999 of OpenCLIP's.
