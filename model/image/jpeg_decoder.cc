@@ -64,7 +64,12 @@ class Decompressor {
     info_.scale_denom = static_cast<unsigned int>(options.scale_denom);
     info_.dct_method = options.fast_dct ? JDCT_IFAST : JDCT_ISLOW;
     info_.do_fancy_upsampling = options.fast_dct ? FALSE : TRUE;
-    info_.out_color_space = info_.jpeg_color_space == JCS_GRAYSCALE ? JCS_GRAYSCALE : JCS_RGB;
+    switch (info_.jpeg_color_space) {
+      case JCS_GRAYSCALE: info_.out_color_space = JCS_GRAYSCALE; break;
+      case JCS_CMYK:
+      case JCS_YCCK: info_.out_color_space = JCS_CMYK; break;
+      default: info_.out_color_space = JCS_RGB; break;
+    }
     jpeg_start_decompress(&info_);
     out->width = static_cast<int>(info_.output_width);
     out->height = static_cast<int>(info_.output_height);
@@ -105,27 +110,29 @@ absl::StatusOr<std::pair<int, int>> JpegDimensions(absl::string_view bytes) {
                         static_cast<int>(decompressor.info().image_height));
 }
 
-absl::StatusOr<Image8> DecodeJpeg(absl::string_view bytes, const JpegDecodeOptions& options) {
+absl::StatusOr<DecodedJpeg> DecodeJpeg(absl::string_view bytes, const JpegDecodeOptions& options) {
   Decompressor decompressor;
   if (!decompressor.ReadHeader(bytes)) {
     return absl::InvalidArgumentError(absl::StrCat("corrupt JPEG: ", decompressor.message()));
   }
   const jpeg_decompress_struct& info = decompressor.info();
-  if (info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK ||
-      info.num_components > 3) {
-    return absl::UnimplementedError("CMYK JPEG");
-  }
   if (static_cast<int64_t>(info.image_width) * info.image_height > options.max_pixels) {
     return absl::InvalidArgumentError(absl::StrCat("image of ", info.image_width, "x",
                                                    info.image_height, " pixels exceeds the limit of ",
                                                    options.max_pixels));
   }
-  Image8 image;
+  DecodedJpeg decoded;
+  Image8& image = decoded.image;
   if (!decompressor.Decode(options, &image)) {
     return absl::InvalidArgumentError(absl::StrCat("corrupt JPEG: ", decompressor.message()));
   }
   if (decompressor.truncated()) return absl::InvalidArgumentError("truncated JPEG");
-  return image;
+  decoded.cmyk = info.out_color_space == JCS_CMYK;
+  if (decoded.cmyk && info.saw_Adobe_marker) {
+    // Adobe applications store CMYK inverted; PIL reads such files as "CMYK;I".
+    for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(255 - v);
+  }
+  return decoded;
 }
 
 }  // namespace oclip

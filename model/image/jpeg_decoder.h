@@ -3,8 +3,9 @@
 // Image.open(...).convert() of a JPEG, without libvips's per-image pipeline
 // set-up, which costs about as much as the decode itself for small images.
 //
-// Handles 8-bit grey and YCbCr/RGB JPEGs; returns UNIMPLEMENTED for CMYK/YCCK
-// (callers fall back to libvips) and INVALID_ARGUMENT for corrupt data. libjpeg
+// Handles 8-bit grey, YCbCr/RGB and CMYK/YCCK JPEGs (CMYK comes back as 4
+// bands, inverted as PIL reads Adobe CMYK: "CMYK;I"); INVALID_ARGUMENT for
+// corrupt data. libjpeg
 // errors are caught (longjmp) and never abort the process. Thread-safe.
 
 #ifndef OCLIP_MODEL_IMAGE_JPEG_DECODER_H_
@@ -29,7 +30,12 @@ struct JpegDecodeOptions {
   bool fast_dct = false;
 };
 
-absl::StatusOr<Image8> DecodeJpeg(absl::string_view bytes, const JpegDecodeOptions& options);
+struct DecodedJpeg {
+  Image8 image;
+  bool cmyk = false;  // 4 bands of C, M, Y, K
+};
+
+absl::StatusOr<DecodedJpeg> DecodeJpeg(absl::string_view bytes, const JpegDecodeOptions& options);
 
 // Width and height from the header only.
 absl::StatusOr<std::pair<int, int>> JpegDimensions(absl::string_view bytes);

@@ -118,9 +118,33 @@ int JpegShrinkFactor(int width, int height, int size) {
 }
 
 // Resize, crop, RGB conversion and normalization of decoded pixels.
-// `palette`: PIL opened the image in mode "P" (palette PNG, GIF), which it
-// resizes with nearest neighbour and without premultiplying alpha.
-absl::Status PreprocessPixels(Image8 decoded, bool palette, const PreprocessOptions& options,
+// How PIL holds the decoded pixels, which decides how it resizes them.
+enum class PilMode {
+  kDirect,   // L, LA, RGB, RGBA: bicubic; alpha premultiplied while resizing
+  kPalette,  // P (palette PNG, GIF): nearest neighbour, no premultiplication
+  kCmyk,     // CMYK JPEG: bicubic on the four bands, then PIL's CMYK -> RGB
+};
+
+// PIL's convert("RGB") of CMYK pixels (Convert.c cmyk2rgb), in place: four
+// bands become three.
+void ConvertCmykToRgb(Image8& image) {
+  const size_t n = static_cast<size_t>(image.width) * image.height;
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* in = image.pixels.data() + i * 4;
+    uint8_t* dst = image.pixels.data() + i * 3;
+    const int nk = 255 - in[3];
+    uint8_t rgb[3];
+    for (int c = 0; c < 3; ++c) {
+      const int tmp = in[c] * nk + 128;  // MULDIV255
+      rgb[c] = static_cast<uint8_t>(std::clamp(nk - (((tmp >> 8) + tmp) >> 8), 0, 255));
+    }
+    std::copy_n(rgb, 3, dst);
+  }
+  image.bands = 3;
+  image.pixels.resize(n * 3);
+}
+
+absl::Status PreprocessPixels(Image8 decoded, PilMode mode, const PreprocessOptions& options,
                               float* out) {
   const int width = decoded.width, height = decoded.height;
   const int size = options.image_size;
@@ -131,15 +155,16 @@ absl::Status PreprocessPixels(Image8 decoded, bool palette, const PreprocessOpti
   crop.width = crop.height = size;
   // PIL resizes images with alpha premultiplied (RGBa/La), unless the size is
   // unchanged (a plain copy).
-  const bool has_alpha = decoded.bands == 2 || decoded.bands == 4;
+  const bool has_alpha = mode == PilMode::kDirect && (decoded.bands == 2 || decoded.bands == 4);
   const bool resizes = resized_width != width || resized_height != height;
   Image8 cropped;
-  if (palette) {
+  if (mode == PilMode::kPalette) {
     cropped = ResizeNearestAndCrop(decoded, resized_width, resized_height, crop);
   } else {
     if (has_alpha && resizes) PremultiplyAlpha(decoded);
     cropped = ResizeBicubicAndCrop(decoded, resized_width, resized_height, crop);
     if (has_alpha && resizes) UnpremultiplyAlpha(cropped);
+    if (mode == PilMode::kCmyk) ConvertCmykToRgb(cropped);
   }
 
   // convert("RGB"): grey is replicated, alpha dropped without compositing.
@@ -181,10 +206,9 @@ absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptio
       jpeg.scale_denom = JpegShrinkFactor(dimensions.first, dimensions.second, options.image_size);
       jpeg.fast_dct = true;
     }
-    absl::StatusOr<Image8> decoded = DecodeJpeg(bytes, jpeg);
-    if (decoded.ok()) return PreprocessPixels(*std::move(decoded), /*palette=*/false, options, out);
-    // CMYK/YCCK JPEGs go through libvips's colour conversion below.
-    if (decoded.status().code() != absl::StatusCode::kUnimplemented) return decoded.status();
+    OCLIP_ASSIGN_OR_RETURN(DecodedJpeg decoded, DecodeJpeg(bytes, jpeg));
+    return PreprocessPixels(std::move(decoded.image),
+                            decoded.cmyk ? PilMode::kCmyk : PilMode::kDirect, options, out);
   }
   OCLIP_RETURN_IF_ERROR(EnsureVips());
   ImageRef image(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access",
@@ -193,7 +217,8 @@ absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptio
   OCLIP_RETURN_IF_ERROR(CheckPixelLimit(image, options));
   const bool palette = vips_image_get_typeof(image.get(), "palette-bit-depth") != 0;
   OCLIP_ASSIGN_OR_RETURN(Image8 decoded, ToImage8(image));
-  return PreprocessPixels(std::move(decoded), palette, options, out);
+  return PreprocessPixels(std::move(decoded), palette ? PilMode::kPalette : PilMode::kDirect,
+                          options, out);
 }
 
 absl::Status PreprocessImageFile(const std::string& path, const PreprocessOptions& options,

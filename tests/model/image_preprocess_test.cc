@@ -12,6 +12,11 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+// jpeglib.h needs FILE and size_t first.
+#include <cstddef>
+#include <cstdlib>
+#include <jpeglib.h>
+
 #include "tests/model/parity.h"
 #include "tests/model/reference.h"
 
@@ -179,6 +184,58 @@ TEST(ImagePreprocessTest, PaletteImagesResizeWithNearestNeighbour) {
       }
       ASSERT_TRUE(in_palette) << width << "x" << height << " pixel " << i;
     }
+  }
+}
+
+// A 32x32 JPEG of one CMYK ink colour, with the Adobe marker (inks stored
+// inverted, as Adobe applications and PIL write them), encoded with libjpeg.
+std::string UniformCmykJpeg(const uint8_t ink[4]) {
+  jpeg_compress_struct info;
+  jpeg_error_mgr errors;
+  info.err = jpeg_std_error(&errors);
+  jpeg_create_compress(&info);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&info, &buffer, &size);
+  info.image_width = 32;
+  info.image_height = 32;
+  info.input_components = 4;
+  info.in_color_space = JCS_CMYK;
+  jpeg_set_defaults(&info);
+  jpeg_set_quality(&info, 100, TRUE);
+  info.write_Adobe_marker = TRUE;
+  jpeg_start_compress(&info, TRUE);
+  std::vector<uint8_t> row(32 * 4);
+  for (int x = 0; x < 32; ++x) {
+    for (int c = 0; c < 4; ++c) row[x * 4 + c] = static_cast<uint8_t>(255 - ink[c]);
+  }
+  while (info.next_scanline < 32) {
+    JSAMPROW rows[1] = {row.data()};
+    jpeg_write_scanlines(&info, rows, 1);
+  }
+  jpeg_finish_compress(&info);
+  std::string bytes(reinterpret_cast<char*>(buffer), size);
+  jpeg_destroy_compress(&info);
+  std::free(buffer);
+  return bytes;
+}
+
+// PIL converts CMYK to RGB with its plain formula (no ICC profile):
+// R = (255 - K) - C * (255 - K) / 255, and likewise G from M, B from Y.
+TEST(ImagePreprocessTest, CmykJpegsConvertWithPilsFormula) {
+  const uint8_t ink[4] = {30, 200, 120, 60};
+  PreprocessOptions options;
+  options.image_size = 16;
+  options.mean = {0, 0, 0};
+  options.std = {1, 1, 1};
+  std::vector<float> out(3 * 16 * 16);
+  absl::Status status = PreprocessImageBytes(UniformCmykJpeg(ink), options, out.data());
+  ASSERT_TRUE(status.ok()) << status;
+  const double nk = 255 - ink[3];
+  for (int c = 0; c < 3; ++c) {
+    const double expected = nk - ink[c] * nk / 255;
+    // JPEG quantization moves a uniform colour by a level or two at most.
+    EXPECT_NEAR(out[c * 16 * 16 + 100] * 255, expected, 2.5) << "channel " << c;
   }
 }
 
