@@ -2,9 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
-#include <iterator>
-#include <mutex>
 
 #include <vips/vips.h>
 
@@ -34,7 +31,6 @@ class ImageRef {
     if (image_ != nullptr) g_object_unref(image_);
   }
   VipsImage* get() const { return image_; }
-  VipsImage** out() { return &image_; }
   void Reset(VipsImage* image) {
     if (image_ != nullptr) g_object_unref(image_);
     image_ = image;

@@ -1,8 +1,12 @@
-// OpenCLIP's eval transform for one image, decoded with libvips: resize the
-// shorter side to `image_size` (bicubic; the long side truncated as
-// torchvision computes it), center crop with Python's round-half-to-even
-// offsets, convert to RGB (alpha dropped without compositing, grey
-// replicated), scale to [0, 1] and normalize with the checkpoint's mean/std.
+// OpenCLIP's eval transform for one image, with the pixels PIL produces:
+// decode (JPEG straight with libjpeg-turbo, PIL's decoder; everything else with
+// libvips), resize the shorter side to `image_size` (PIL's bicubic, bit-exact;
+// premultiplied for alpha, nearest neighbour for palette images, in CMYK for
+// CMYK JPEGs; the long side truncated as torchvision computes it), center crop
+// with Python's round-half-to-even offsets, convert to RGB (alpha dropped
+// without compositing, grey replicated, PIL's CMYK formula), scale to [0, 1]
+// and normalize with the checkpoint's mean/std. EXIF orientation is not
+// applied (OpenCLIP does not apply it).
 //
 // The output is written into a caller-provided float buffer of
 // 3 * image_size * image_size values (CHW), e.g. a slot of a batch tensor.
