@@ -3,6 +3,7 @@
 // (texts.json, tokens.safetensors) and the golden vectors of the research
 // notes (openclip.md §4.1).
 
+#include "core/mapped_file.h"
 #include "model/tokenizer/clip_tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -30,11 +31,6 @@ using ::oclip::testing::ReferencePath;
 
 constexpr int kContext = 77;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 std::string GunzipReference(const std::string& path) {
   gzFile file = gzopen(path.c_str(), "rb");
   std::string out;
@@ -57,7 +53,7 @@ class ClipTokenizerTest : public ::testing::Test {
     auto tokenizer = ClipTokenizer::FromBpeGzip(ReferencePath("bpe_simple_vocab_16e6.txt.gz"));
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     tokenizer_ = tokenizer->release();
-    texts_ = nlohmann::json::parse(ReadFile(ReferencePath("texts.json")));
+    texts_ = nlohmann::json::parse(ReadFileToString(ReferencePath("texts.json")).value());
   }
   static void TearDownTestSuite() {
     delete tokenizer_;
@@ -292,7 +288,7 @@ TEST(ClipTokenizerErrorsTest, ReportsMissingAndCorruptFiles) {
   std::ofstream(plain) << "not gzip at all\n";
   EXPECT_EQ(ClipTokenizer::FromBpeGzip(plain).status().code(), absl::StatusCode::kDataLoss);
   // A gzip stream cut in half.
-  const std::string gz = ReadFile(ReferencePath("bpe_simple_vocab_16e6.txt.gz"));
+  const std::string gz = ReadFileToString(ReferencePath("bpe_simple_vocab_16e6.txt.gz")).value();
   const std::string truncated = (dir / "truncated.txt.gz").string();
   std::ofstream(truncated, std::ios::binary) << gz.substr(0, gz.size() / 2);
   EXPECT_EQ(ClipTokenizer::FromBpeGzip(truncated).status().code(), absl::StatusCode::kDataLoss);

@@ -2,6 +2,7 @@
 // tokenizer produced for shared/reference/hf/texts.json
 // (hf/tiny-roberta-vit.expected.safetensors, key "tokens").
 
+#include "core/mapped_file.h"
 #include "model/tokenizer/hf_bpe_tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -23,11 +24,6 @@ using ::oclip::testing::LoadReferenceTensor;
 using ::oclip::testing::ReferencePath;
 
 constexpr int kContext = 77;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 std::string VocabPath() { return ReferencePath("hf/tiny-roberta-tokenizer/vocab.json"); }
 std::string MergesPath() { return ReferencePath("hf/tiny-roberta-tokenizer/merges.txt"); }
@@ -56,13 +52,13 @@ TEST_F(HfBpeTokenizerTest, SpecialIdsComeFromVocabJson) {
   EXPECT_EQ(tokenizer_->eos_id(), 2);
   EXPECT_EQ(tokenizer_->unk_id(), 3);
   EXPECT_EQ(tokenizer_->mask_id(), 4);
-  const auto vocab = nlohmann::json::parse(ReadFile(VocabPath()));
+  const auto vocab = nlohmann::json::parse(ReadFileToString(VocabPath()).value());
   EXPECT_EQ(tokenizer_->vocab_size(), static_cast<int>(vocab.size()));
   EXPECT_EQ(tokenizer_->context_length(), kContext);
 }
 
 TEST_F(HfBpeTokenizerTest, MatchesReferenceTokens) {
-  const auto texts = nlohmann::json::parse(ReadFile(ReferencePath("hf/texts.json")))["texts"]
+  const auto texts = nlohmann::json::parse(ReadFileToString(ReferencePath("hf/texts.json")).value())["texts"]
                          .get<std::vector<std::string>>();
   const torch::Tensor expected =
       LoadReferenceTensor("hf/tiny-roberta-vit.expected.safetensors", "tokens");
