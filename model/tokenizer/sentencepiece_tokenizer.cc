@@ -223,31 +223,10 @@ int OneCharLen(uint8_t lead) {
 
 // Length of a valid UTF-8 character at the start of `s`, 0 if malformed.
 size_t ValidCharLen(absl::string_view s) {
-  const auto byte = [&s](size_t i) { return static_cast<uint8_t>(s[i]); };
-  const uint8_t lead = byte(0);
-  size_t len;
-  uint32_t c;
-  if (lead < 0x80) return 1;
-  if (lead >= 0xc2 && lead <= 0xdf) {
-    len = 2;
-    c = lead & 0x1f;
-  } else if (lead >= 0xe0 && lead <= 0xef) {
-    len = 3;
-    c = lead & 0x0f;
-  } else if (lead >= 0xf0 && lead <= 0xf4) {
-    len = 4;
-    c = lead & 0x07;
-  } else {
-    return 0;
-  }
-  if (s.size() < len) return 0;
-  for (size_t i = 1; i < len; ++i) {
-    if ((byte(i) & 0xc0) != 0x80) return 0;
-    c = (c << 6) | (byte(i) & 0x3f);
-  }
-  const bool overlong = (len == 3 && c < 0x800) || (len == 4 && c < 0x10000);
-  const bool surrogate = c >= 0xd800 && c <= 0xdfff;
-  return overlong || surrogate || c > 0x10ffff ? 0 : len;
+  char32_t cp;
+  bool valid;
+  const size_t length = DecodeUtf8Char(s, 0, &cp, &valid);
+  return valid ? length : 0;
 }
 
 // ---------------------------------------------------------------------------

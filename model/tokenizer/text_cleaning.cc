@@ -45,9 +45,9 @@ void AppendUtf8(char32_t cp, std::string* out) {
   }
 }
 
-// Decodes one UTF-8 sequence at `*i`. Returns its length, or the length of the
-// maximal invalid prefix (>= 1) with *cp = U+FFFD and *valid = false.
-size_t DecodeOne(absl::string_view s, size_t i, char32_t* cp, bool* valid) {
+}  // namespace
+
+size_t DecodeUtf8Char(absl::string_view s, size_t i, char32_t* cp, bool* valid) {
   const auto b0 = static_cast<uint8_t>(s[i]);
   *valid = true;
   if (b0 < 0x80) {
@@ -94,6 +94,8 @@ size_t DecodeOne(absl::string_view s, size_t i, char32_t* cp, bool* valid) {
   return length;
 }
 
+namespace {
+
 bool IsValidUtf8(absl::string_view s) {
   for (size_t i = 0; i < s.size();) {
     if (static_cast<uint8_t>(s[i]) < 0x80) {
@@ -102,7 +104,7 @@ bool IsValidUtf8(absl::string_view s) {
     }
     char32_t cp;
     bool valid;
-    i += DecodeOne(s, i, &cp, &valid);
+    i += DecodeUtf8Char(s, i, &cp, &valid);
     if (!valid) return false;
   }
   return true;
@@ -282,7 +284,7 @@ size_t UnescapeNamed(absl::string_view text, size_t amp, std::string* out) {
     }
     char32_t cp;
     bool valid;
-    i += DecodeOne(text, i, &cp, &valid);
+    i += DecodeUtf8Char(text, i, &cp, &valid);
     ends.push_back(i);
   }
   if (ends.empty()) return 0;
@@ -1021,7 +1023,7 @@ std::string PythonStrip(absl::string_view text) {
   while (begin < text.size()) {
     char32_t cp;
     bool valid;
-    const size_t n = DecodeOne(text, begin, &cp, &valid);
+    const size_t n = DecodeUtf8Char(text, begin, &cp, &valid);
     if (!IsPythonSpace(cp)) break;
     begin += n;
   }
@@ -1031,7 +1033,7 @@ std::string PythonStrip(absl::string_view text) {
     while (start > begin && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80) --start;
     char32_t cp;
     bool valid;
-    DecodeOne(text, start, &cp, &valid);
+    DecodeUtf8Char(text, start, &cp, &valid);
     if (!IsPythonSpace(cp)) break;
     end = start;
   }
@@ -1049,7 +1051,7 @@ std::string WhitespaceCleanValid(absl::string_view text) {
   for (size_t i = 0; i < text.size();) {
     char32_t cp;
     bool valid;
-    const size_t n = DecodeOne(text, i, &cp, &valid);
+    const size_t n = DecodeUtf8Char(text, i, &cp, &valid);
     if (IsRegexWhitespace(cp)) {
       if (!in_space) out.push_back(' ');
       in_space = true;
@@ -1094,7 +1096,7 @@ std::string ToValidUtf8(absl::string_view bytes) {
   for (size_t i = 0; i < bytes.size();) {
     char32_t cp;
     bool valid;
-    const size_t n = DecodeOne(bytes, i, &cp, &valid);
+    const size_t n = DecodeUtf8Char(bytes, i, &cp, &valid);
     if (valid) {
       out.append(bytes.data() + i, n);
     } else {

@@ -49,11 +49,18 @@
 #ifndef OCLIP_MODEL_TOKENIZER_TEXT_CLEANING_H_
 #define OCLIP_MODEL_TOKENIZER_TEXT_CLEANING_H_
 
+#include <cstddef>
 #include <string>
 
 #include "absl/strings/string_view.h"
 
 namespace oclip {
+
+// Decodes the UTF-8 character at byte `i` of `s` (i < s.size()). Returns its
+// length, or for malformed input the length of the maximal invalid prefix
+// (>= 1) with *cp = U+FFFD and *valid = false. Overlong forms, surrogates and
+// code points above U+10FFFF are malformed.
+size_t DecodeUtf8Char(absl::string_view s, size_t i, char32_t* cp, bool* valid);
 
 // Valid UTF-8: `bytes` with each maximal invalid subsequence replaced by
 // U+FFFD, as Python's bytes.decode("utf-8", errors="replace").
