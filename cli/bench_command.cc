@@ -3,7 +3,6 @@
 
 #include <chrono>
 #include <iostream>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -16,7 +15,6 @@
 #include "core/mapped_file.h"
 #include "core/status.h"
 #include "model/image/preprocess.h"
-#include "model/model_loader.h"
 #include "model/tokenizer/load_tokenizer.h"
 
 namespace oclip::cli {
@@ -40,13 +38,6 @@ absl::StatusOr<double> MeasureThroughput(double seconds, int64_t items_per_step,
   return static_cast<double>(steps * items_per_step) / elapsed;
 }
 
-int SetThreads(int64_t threads) {
-  const int n = threads > 0 ? static_cast<int>(threads)
-                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(n);
-  return n;
-}
-
 absl::Status BenchPreprocess(const std::string& image, int64_t size, bool fast, double seconds) {
   if (image.empty()) return absl::InvalidArgumentError("--image is required");
   OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(image));
@@ -64,14 +55,9 @@ absl::Status BenchPreprocess(const std::string& image, int64_t size, bool fast, 
   return absl::OkStatus();
 }
 
-absl::Status BenchEncode(const std::string& model_name, const std::string& pretrained,
-                         int64_t batch, int64_t threads, double seconds) {
-  if (model_name.empty()) return absl::InvalidArgumentError("--model is required");
-  const int n = SetThreads(threads);
-  LoadModelOptions load;
-  load.model = model_name;
-  load.pretrained = pretrained;
-  OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, LoadModel(load));
+absl::Status BenchEncode(const ModelFlags& model_flags, int64_t batch, double seconds) {
+  if (model_flags.model.empty()) return absl::InvalidArgumentError("--model is required");
+  OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, model_flags.LoadModel());
   torch::InferenceMode inference;
   const int64_t s = model->config().vision.image_size;
   torch::Tensor images = torch::randn({batch, 3, s, s});
@@ -88,9 +74,12 @@ absl::Status BenchEncode(const std::string& model_name, const std::string& pretr
   OCLIP_ASSIGN_OR_RETURN(double text_rate, MeasureThroughput(seconds, batch, [&] {
                            return model->EncodeText(tokens).status();
                          }));
-  nlohmann::json result = {{"benchmark", "encode"},          {"model", model_name},
-                           {"precision", "fp32"},            {"batch", batch},
-                           {"threads", n},                   {"images_per_second", image_rate},
+  nlohmann::json result = {{"benchmark", "encode"},
+                           {"model", model_flags.model},
+                           {"precision", "fp32"},
+                           {"batch", batch},
+                           {"threads", torch::get_num_threads()},
+                           {"images_per_second", image_rate},
                            {"texts_per_second", text_rate}};
   std::cout << result.dump() << "\n";
   return absl::OkStatus();
@@ -147,8 +136,10 @@ int RunBench(int argc, char** argv) {
                  "(see oclip bench KIND --help)\n";
     return 2;
   }
-  std::string image, model, pretrained = "random", tokenizer, texts_file;
-  int64_t size = 224, batch = 32, threads = 0, seconds_flag = 3;
+  std::string image, model, tokenizer, texts_file;
+  int64_t size = 224, batch = 32, seconds_flag = 3;
+  ModelFlags model_flags;
+  model_flags.pretrained = "random";
   bool fast = false;
   FlagSet flags("bench " + kind,
                 kind == "preprocess" ? "Images per second of decode + resize + crop + normalize "
@@ -166,10 +157,8 @@ int RunBench(int argc, char** argv) {
     flags.AddString("texts-file", &texts_file,
                     "texts, one per line (default: 10,000 synthetic short captions)");
   } else {
-    flags.AddString("model", &model, "model config name or JSON path");
-    flags.AddString("pretrained", &pretrained, "checkpoint file or \"random\" (default)");
+    model_flags.Register(flags);  // --pretrained defaults to "random" here.
     flags.AddInt("batch", &batch, "batch size (default 32)");
-    flags.AddInt("threads", &threads, "CPU threads (default: all cores)");
   }
   flags.AddInt("seconds", &seconds_flag, "minimum measuring time per figure (default 3)");
   if (std::optional<int> exit_code = flags.ParseCommandLine(argc - 1, argv + 1)) return *exit_code;
@@ -177,8 +166,7 @@ int RunBench(int argc, char** argv) {
   absl::Status status =
       kind == "preprocess" ? BenchPreprocess(image, size, fast, seconds)
       : kind == "tokenize" ? BenchTokenize(tokenizer, model, texts_file, seconds)
-                           : BenchEncode(model, pretrained, std::max<int64_t>(batch, 1), threads,
-                                         seconds);
+                           : BenchEncode(model_flags, std::max<int64_t>(batch, 1), seconds);
   if (!status.ok()) {
     std::cerr << "oclip bench: " << status.message() << "\n";
     return 1;
