@@ -12,6 +12,10 @@ int RunEncode(int argc, char** argv);
 int RunBench(int argc, char** argv);
 int RunClassify(int argc, char** argv);
 int RunFetch(int argc, char** argv);
+int RunServe(int argc, char** argv);
+int RunClient(int argc, char** argv);
+// `oclip bench serve` (cli/bench_serve.cc), reached through RunBench.
+int RunBenchServe(int argc, char** argv);
 
 }  // namespace oclip::cli
 

@@ -17,7 +17,9 @@ constexpr char kUsage[] =
     "  fetch     download a released checkpoint and its tokenizer into the cache\n"
     "  encode    encode images into features (.npy)\n"
     "  classify  zero-shot labels for images\n"
-    "  bench     measure preprocessing and encoding throughput (JSON)\n"
+    "  serve     the gRPC inference server (batched encode, classify, health, metrics)\n"
+    "  client    call a running server: encode-image, encode-text, classify, health, models\n"
+    "  bench     measure preprocessing, encoding and serving throughput (JSON)\n"
     "\n"
     "Run `oclip COMMAND --help` for the flags of a command.\n";
 
@@ -31,6 +33,8 @@ constexpr Command kCommands[] = {
     {"fetch", oclip::cli::RunFetch},
     {"encode", oclip::cli::RunEncode},
     {"classify", oclip::cli::RunClassify},
+    {"serve", oclip::cli::RunServe},
+    {"client", oclip::cli::RunClient},
     {"bench", oclip::cli::RunBench},
 };
 

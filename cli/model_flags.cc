@@ -10,7 +10,6 @@
 #include "core/mapped_file.h"
 #include "core/status.h"
 #include "model/model_loader.h"
-#include "model/pretrained.h"
 #include "model/tokenizer/load_tokenizer.h"
 
 namespace oclip::cli {
@@ -44,15 +43,7 @@ absl::StatusOr<std::shared_ptr<ClipModel>> ModelFlags::LoadModel() const {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> ModelFlags::LoadTokenizer(
     const ModelConfig& config) const {
-  if (!tokenizer.empty()) return oclip::LoadTokenizer(config, tokenizer);
-  // The tokenizer files of the text tower, downloaded once into the cache.
-  absl::StatusOr<std::string> fetched = FetchTokenizer(config.text.hf_tokenizer_name);
-  if (!fetched.ok()) {
-    return absl::Status(fetched.status().code(),
-                        absl::StrCat("fetching the tokenizer (or give --tokenizer): ",
-                                     fetched.status().message()));
-  }
-  return oclip::LoadTokenizer(config, *fetched);
+  return LoadOrFetchTokenizer(config, tokenizer);
 }
 
 PreprocessOptions ModelFlags::Preprocessing(const ModelConfig& config) const {

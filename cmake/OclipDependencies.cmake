@@ -35,6 +35,16 @@ if(PkgConfig_FOUND)
   endif()
 endif()
 
+# The server: gRPC + Protobuf (the same libprotobuf 3.21 LibTorch links),
+# yaml-cpp for server.yaml.
+if(OCLIP_BUILD_SERVER)
+  find_package(Protobuf REQUIRED)
+  find_package(gRPC CONFIG REQUIRED)
+  find_package(yaml-cpp REQUIRED)
+  find_program(OCLIP_PROTOC protoc REQUIRED)
+  find_program(OCLIP_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+endif()
+
 if(OCLIP_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -8,6 +8,7 @@
 #ifndef OCLIP_CORE_LOGGING_H_
 #define OCLIP_CORE_LOGGING_H_
 
+#include <string>
 #include <string_view>
 
 namespace oclip {
@@ -16,6 +17,15 @@ enum class LogLevel { kDebug, kInfo, kWarning, kError };
 
 // Messages below `level` are dropped. Default: kInfo.
 void SetLogLevel(LogLevel level);
+
+// kText: "2026-01-02T03:04:05.678 I message". kJson: one JSON object per line,
+// {"time":"2026-01-02T03:04:05.678Z","level":"info","msg":"..."}, for log
+// collectors (Loki, Cloud Logging, ...). Default: kText.
+enum class LogFormat { kText, kJson };
+void SetLogFormat(LogFormat format);
+
+// `message` as a JSON string literal, quotes included.
+std::string JsonQuote(std::string_view message);
 
 void Log(LogLevel level, std::string_view message);
 

@@ -8,6 +8,11 @@ packages=(
   libtorch-dev libabsl-dev libspdlog-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libvips-dev
   libjpeg62-turbo-dev libicu-dev zlib1g-dev libcurl4-openssl-dev
+  # The server: gRPC + Protobuf (the libprotobuf 3.21 LibTorch links too),
+  # yaml-cpp for server.yaml.
+  libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libyaml-cpp-dev
+  # Tests: the Python grpcio client example, TLS certificates made at test time.
+  python3-grpcio python3-protobuf python3-numpy openssl
   # LibTorch's fp32 GEMMs go through libblas.so.3: without OpenBLAS that is
   # Debian's reference BLAS, ~30x slower (measured: ViT-B-32 0.48 vs 16
   # images/s on 2 cores).

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "model/pretrained.h"
 #include "model/tokenizer/clip_tokenizer.h"
 #include "model/tokenizer/hf_bpe_tokenizer.h"
 #include "model/tokenizer/sentencepiece_tokenizer.h"
@@ -51,6 +52,18 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const ModelConfig& conf
   }
   if (!IsFile(path)) return Missing(path, kClipBpeFileName);
   return ClipTokenizer::FromBpeGzip(path, context_length);
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadOrFetchTokenizer(const ModelConfig& config,
+                                                                const std::string& path) {
+  if (!path.empty()) return LoadTokenizer(config, path);
+  absl::StatusOr<std::string> fetched = FetchTokenizer(config.text.hf_tokenizer_name);
+  if (!fetched.ok()) {
+    return absl::Status(fetched.status().code(),
+                        absl::StrCat("fetching the tokenizer (or give --tokenizer, or `tokenizer:` in server.yaml): ",
+                                     fetched.status().message()));
+  }
+  return LoadTokenizer(config, *fetched);
 }
 
 }  // namespace oclip

@@ -28,6 +28,13 @@ inline constexpr char kClipBpeFileName[] = "bpe_simple_vocab_16e6.txt.gz";
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const ModelConfig& config,
                                                          const std::string& path);
 
+// LoadTokenizer(config, path) for a non-empty `path`; otherwise the text
+// tower's files from the HF hub, downloaded once into the cache
+// (model/pretrained.h). Errors say to pass a tokenizer path when the download
+// fails.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadOrFetchTokenizer(const ModelConfig& config,
+                                                                const std::string& path);
+
 }  // namespace oclip
 
 #endif  // OCLIP_MODEL_TOKENIZER_LOAD_TOKENIZER_H_

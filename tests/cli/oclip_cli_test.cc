@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/core/run_command.h"
 #include "tests/core/scoped_env.h"
 #include "tests/core/scratch_dir.h"
 #include "core/npy.h"
@@ -30,41 +31,18 @@ namespace oclip {
 namespace {
 
 using ::oclip::testing::ScopedEnv;
+using ::oclip::testing::ReadFileOrEmpty;
+using ::oclip::testing::ReferencePath;
 using ::oclip::testing::ScratchDir;
+using ::oclip::testing::ShellQuote;
 
-std::string ReferencePath(const std::string& relative) {
-  const char* env = std::getenv("OCLIP_REFERENCE_DIR");
-  return std::string(env != nullptr && env[0] != '\0' ? env : OCLIP_REFERENCE_DIR_DEFAULT) + "/" +
-         relative;
-}
-
-struct RunResult {
-  int exit_code;
-  std::string out;
-  std::string err;
-};
-
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// 'text' for the shell, whatever the text holds.
-std::string ShellQuote(const std::string& text) {
-  std::string quoted = "'";
-  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
+using RunResult = ::oclip::testing::CommandResult;
 
 // Runs `oclip ARGS`.
 RunResult RunOclip(const std::vector<std::string>& args) {
-  const std::string out_path = ScratchDir() + "/stdout";
-  const std::string err_path = ScratchDir() + "/stderr";
-  std::string command = ShellQuote(OCLIP_BINARY);
-  for (const std::string& arg : args) command += " " + ShellQuote(arg);
-  command += " >" + ShellQuote(out_path) + " 2>" + ShellQuote(err_path);
-  const int status = std::system(command.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadText(out_path), ReadText(err_path)};
+  std::vector<std::string> argv = {OCLIP_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return ::oclip::testing::RunCommand(argv);
 }
 
 std::string FreshDirectory(const std::string& name) {
@@ -151,7 +129,7 @@ TEST(EncodeCommandTest, BadImageFailsWithoutTouchingEarlierOutput) {
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_NE(run.err.find(bad), std::string::npos) << run.err;
   EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
-  EXPECT_EQ(ReadText(previous), "earlier results");
+  EXPECT_EQ(ReadFileOrEmpty(previous), "earlier results");
 }
 
 TEST(EncodeCommandTest, ErrorsAreOneLineWithAnExitCode) {
@@ -294,7 +272,7 @@ TEST(FetchCommandTest, DownloadsOnceThenPretrainedTagsUseTheCache) {
   const std::string checkpoint_path =
       "/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_model.safetensors";
   // Bytes of a checkpoint that is not a ViT-B-32: loading it must fail later.
-  const std::string checkpoint = ReadText(ReferencePath("tiny-vit.safetensors"));
+  const std::string checkpoint = ReadFileOrEmpty(ReferencePath("tiny-vit.safetensors"));
   auto route = [](std::string body) {
     testing::HttpRoute route;
     route.body = std::move(body);
@@ -312,7 +290,7 @@ TEST(FetchCommandTest, DownloadsOnceThenPretrainedTagsUseTheCache) {
   const std::string local =
       cache + "/hf/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/main/open_clip_model.safetensors";
   EXPECT_NE(fetch.out.find(local), std::string::npos) << fetch.out;
-  EXPECT_EQ(ReadText(local), checkpoint);
+  EXPECT_EQ(ReadFileOrEmpty(local), checkpoint);
   EXPECT_EQ((*server)->RequestsFor(checkpoint_path).size(), 1u);
 
   // The tag resolves to the cached file: no second download, and the
