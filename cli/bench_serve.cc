@@ -14,10 +14,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cli/client_flags.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "core/download.h"
 #include "core/mapped_file.h"
 #include "core/status.h"
 #include "oclip/v1/clip.grpc.pb.h"
@@ -50,7 +54,45 @@ struct BenchServeFlags {
   int64_t items = 1;
   int64_t seconds = 10;
   int64_t warmup_calls = 2;
+  std::string metrics_address;
 };
+
+// The server's own account of where time goes: sum and count of the
+// oclip_stage_duration_seconds histogram per stage ("model" per batch,
+// "preprocess" and "queue" per item), over all models.
+struct StageTime {
+  double seconds = 0;
+  double count = 0;
+};
+struct ServerTimes {
+  StageTime model, preprocess;
+};
+
+absl::StatusOr<ServerTimes> ScrapeServerTimes(const std::string& metrics_address) {
+  OCLIP_ASSIGN_OR_RETURN(std::string page,
+                         FetchUrl(absl::StrCat("http://", metrics_address, "/metrics")));
+  ServerTimes times;
+  for (absl::string_view line : absl::StrSplit(page, '\n')) {
+    StageTime* stage = absl::StrContains(line, "stage=\"model\"")        ? &times.model
+                       : absl::StrContains(line, "stage=\"preprocess\"") ? &times.preprocess
+                                                                          : nullptr;
+    const size_t space = line.rfind(' ');
+    double value = 0;
+    if (stage == nullptr || space == absl::string_view::npos ||
+        !absl::SimpleAtod(line.substr(space + 1), &value)) {
+      continue;
+    }
+    if (absl::StartsWith(line, "oclip_stage_duration_seconds_sum{")) stage->seconds += value;
+    if (absl::StartsWith(line, "oclip_stage_duration_seconds_count{")) stage->count += value;
+  }
+  return times;
+}
+
+// Mean milliseconds of the observations between two scrapes.
+double MeanMs(const StageTime& before, const StageTime& after) {
+  const double count = after.count - before.count;
+  return count > 0 ? (after.seconds - before.seconds) / count * 1000.0 : 0.0;
+}
 
 absl::Status BenchServe(const BenchServeFlags& flags) {
   if (flags.kind != "image" && flags.kind != "text") {
@@ -74,6 +116,10 @@ absl::Status BenchServe(const BenchServeFlags& flags) {
   // Fail fast on a wrong address or credentials, before the clock starts.
   OCLIP_RETURN_IF_ERROR(flags.client.NewContext().status());
 
+  ServerTimes before;
+  if (!flags.metrics_address.empty()) {
+    OCLIP_ASSIGN_OR_RETURN(before, ScrapeServerTimes(flags.metrics_address));
+  }
   std::vector<StreamResult> results(flags.streams);
   const auto end = Clock::now() + std::chrono::seconds(flags.seconds);
   auto run_stream = [&](int index) {
@@ -134,6 +180,22 @@ absl::Status BenchServe(const BenchServeFlags& flags) {
                          {"latency_ms_p99", Percentile(latencies, 99)},
                          {"latency_ms_min", latencies.empty() ? 0 : latencies.front()}};
   if (!last_error.empty()) json["last_error"] = last_error;
+  if (!flags.metrics_address.empty() && !latencies.empty()) {
+    // With one stream of one item, the mean latency minus the mean model
+    // time per batch is what the server adds to a single image's model time:
+    // decode and preprocessing (which offline encoding pays too), then
+    // gRPC, queueing and the response.
+    OCLIP_ASSIGN_OR_RETURN(ServerTimes after, ScrapeServerTimes(flags.metrics_address));
+    const double model_ms = MeanMs(before.model, after.model);
+    const double preprocess_ms = MeanMs(before.preprocess, after.preprocess) * flags.items;
+    const double mean_ms = busy_ms / static_cast<double>(latencies.size());
+    json["server_batches"] = after.model.count - before.model.count;
+    json["server_model_ms_mean"] = model_ms;
+    json["server_preprocess_ms_per_call"] = preprocess_ms;
+    json["latency_ms_mean"] = mean_ms;
+    json["added_ms_mean"] = mean_ms - model_ms;
+    json["added_ms_mean_without_preprocess"] = mean_ms - model_ms - preprocess_ms;
+  }
   std::cout << json.dump() << "\n";
   if (latencies.empty()) {
     return absl::UnavailableError(absl::StrCat("no call succeeded: ", last_error));
@@ -158,6 +220,9 @@ int RunBenchServe(int argc, char** argv) {
   flags.AddInt("items", &values.items, "images or texts per call (1)");
   flags.AddInt("seconds", &values.seconds, "how long to send (10)");
   flags.AddInt("warmup-calls", &values.warmup_calls, "calls per stream left out of the figures (2)");
+  flags.AddString("metrics-address", &values.metrics_address,
+                  "the server's metrics HOST:PORT: also report its model time per batch and "
+                  "what the server adds to it");
   if (std::optional<int> exit_code = flags.ParseCommandLine(argc, argv)) return *exit_code;
   if (absl::Status status = BenchServe(values); !status.ok()) {
     std::cerr << "oclip bench serve: " << status.message() << "\n";

@@ -716,4 +716,65 @@ absl::Status DownloadFile(const DownloadRequest& request) {
   return status;
 }
 
+namespace {
+
+struct FetchBuffer {
+  std::string body;
+  int64_t max_bytes = 0;
+  bool too_large = false;
+};
+
+size_t AppendToBuffer(char* data, size_t size, size_t count, void* user) {
+  auto* buffer = static_cast<FetchBuffer*>(user);
+  if (static_cast<int64_t>(buffer->body.size() + size * count) > buffer->max_bytes) {
+    buffer->too_large = true;
+    return 0;  // Makes libcurl stop with CURLE_WRITE_ERROR.
+  }
+  buffer->body.append(data, size * count);
+  return size * count;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> FetchUrl(const std::string& url, int timeout_ms, int64_t max_bytes) {
+  if (url.empty()) return absl::InvalidArgumentError("empty url");
+  OCLIP_RETURN_IF_ERROR(EnsureCurlInitialized());
+  CurlHandle curl(curl_easy_init());
+  if (curl == nullptr) return absl::InternalError("curl_easy_init failed");
+  FetchBuffer buffer;
+  buffer.max_bytes = max_bytes;
+  char error_buffer[CURL_ERROR_SIZE] = {};
+  curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl.get(), CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
+  curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, error_buffer);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, AppendToBuffer);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &buffer);
+  const CURLcode code = curl_easy_perform(curl.get());
+  if (buffer.too_large) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(url, ": the answer is larger than ", max_bytes, " bytes"));
+  }
+  if (code == CURLE_OPERATION_TIMEDOUT) {
+    return absl::DeadlineExceededError(absl::StrCat(url, ": timed out"));
+  }
+  if (code != CURLE_OK) {
+    return absl::UnavailableError(absl::StrCat(
+        url, ": ", error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(code)));
+  }
+  long http_status = 0;
+  curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &http_status);
+  if (http_status == 404 || http_status == 410) {
+    return absl::NotFoundError(absl::StrCat(url, ": HTTP ", http_status));
+  }
+  if (http_status == 401 || http_status == 403) {
+    return absl::PermissionDeniedError(absl::StrCat(url, ": HTTP ", http_status));
+  }
+  if (http_status < 200 || http_status >= 300) {
+    return absl::UnavailableError(absl::StrCat(url, ": HTTP ", http_status));
+  }
+  return std::move(buffer.body);
+}
+
 }  // namespace oclip

@@ -122,6 +122,12 @@ absl::Status DownloadFile(const DownloadRequest& request);
 // The temporary file DownloadFile() writes before the rename.
 std::string PartialDownloadPath(const std::string& destination);
 
+// GETs a small document (a metrics page, a JSON answer) into memory: the
+// body of a 2xx answer, or the error codes above. At most `max_bytes`
+// (RESOURCE_EXHAUSTED beyond), within `timeout_ms` in total.
+absl::StatusOr<std::string> FetchUrl(const std::string& url, int timeout_ms = 10000,
+                                     int64_t max_bytes = 64 << 20);
+
 }  // namespace oclip
 
 #endif  // OCLIP_CORE_DOWNLOAD_H_

@@ -368,5 +368,29 @@ TEST_F(DownloadTest, RejectsBadRequests) {
   EXPECT_TRUE(server_->requests().empty());
 }
 
+
+TEST(FetchUrlTest, ReturnsTheBodyOrTheHttpErrorsCode) {
+  auto server = HttpTestServer::Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  HttpRoute page;
+  page.body = "metric_total 3\n";
+  (*server)->SetRoute("/metrics", page);
+  HttpRoute forbidden;
+  forbidden.status = 403;
+  (*server)->SetRoute("/private", forbidden);
+
+  absl::StatusOr<std::string> body = FetchUrl((*server)->Url("/metrics"));
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_EQ(*body, page.body);
+  EXPECT_EQ(FetchUrl((*server)->Url("/missing")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(FetchUrl((*server)->Url("/private")).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(FetchUrl((*server)->Url("/metrics"), 10000, 4).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  const std::string url = (*server)->Url("/metrics");
+  (*server)->Stop();
+  EXPECT_EQ(FetchUrl(url).status().code(), absl::StatusCode::kUnavailable);
+}
+
 }  // namespace
 }  // namespace oclip
