@@ -68,8 +68,11 @@ absl::StatusOr<std::unique_ptr<ClipServer>> ClipServer::Start(const ServerConfig
   grpc::ServerBuilder builder;
   const std::string address = absl::StrCat(config.host, ":", config.port);
   builder.AddListeningPort(address, credentials, &server->port_);
+  // Up to twice the limit is read, so that the service can answer an
+  // oversized request with INVALID_ARGUMENT; beyond that gRPC refuses it
+  // unread (RESOURCE_EXHAUSTED), which bounds the memory a client can take.
   builder.SetMaxReceiveMessageSize(static_cast<int>(
-      std::min<int64_t>(config.limits.max_message_bytes, std::numeric_limits<int>::max())));
+      std::min<int64_t>(2 * config.limits.max_message_bytes, std::numeric_limits<int>::max())));
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {

@@ -167,6 +167,16 @@ absl::StatusOr<ServedModel*> ClipService::Admit(const grpc::CallbackServerContex
   return models_->Find(model);
 }
 
+absl::Status ClipService::CheckMessageSize(const google::protobuf::Message& request) const {
+  const size_t size = request.ByteSizeLong();
+  if (static_cast<int64_t>(size) > options_.limits.max_message_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the request is ", size,
+                                                   " bytes; the limit is ",
+                                                   options_.limits.max_message_bytes));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ClipService::ValidateImages(const RepeatedPtrField<v1::ImageInput>& images) const {
   const LimitsConfig& limits = options_.limits;
   if (images.empty()) return absl::InvalidArgumentError("the request has no images");
@@ -244,7 +254,9 @@ void ClipService::SubmitImages(ServedModel* model, const RepeatedPtrField<v1::Im
         ticket->Fail(absl::InvalidArgumentError(
             absl::StrCat(errors.size(), " of ", n, " images could not be read: ",
                          absl::StrJoin(errors, "; "))));
-      } else if (ticket->IsLive()) {
+      } else if (!ticket->IsLive()) {
+        ticket->Fail(ticket->DropReason());  // Expired or cancelled meanwhile.
+      } else {
         absl::Status enqueued = model->Enqueue(Lane::kImages, std::move(prep->items));
         if (!enqueued.ok()) ticket->Fail(enqueued);
       }
@@ -272,6 +284,8 @@ void ClipService::SubmitTexts(ServedModel* model, const RepeatedPtrField<std::st
       preprocess_time->Observe(SecondsSince(start) / static_cast<double>(n));
       absl::Status enqueued = model->Enqueue(Lane::kTexts, std::move(items));
       if (!enqueued.ok()) ticket->Fail(enqueued);
+    } else {
+      ticket->Fail(ticket->DropReason());  // Expired or cancelled before its turn.
     }
     ticket->EndPreparation();
   });
@@ -282,7 +296,8 @@ grpc::ServerUnaryReactor* ClipService::EncodeImage(grpc::CallbackServerContext* 
                                                    v1::EncodeResponse* response) {
   auto* call = new UnaryCall("EncodeImage", this);
   absl::StatusOr<ServedModel*> model = Admit(*context, request->model());
-  absl::Status valid = model.ok() ? ValidateImages(request->images()) : model.status();
+  absl::Status valid = model.ok() ? CheckMessageSize(*request) : model.status();
+  if (valid.ok()) valid = ValidateImages(request->images());
   if (!valid.ok()) {
     call->Reply(valid);
     return call;
@@ -304,7 +319,7 @@ grpc::ServerUnaryReactor* ClipService::EncodeText(grpc::CallbackServerContext* c
                                                   v1::EncodeResponse* response) {
   auto* call = new UnaryCall("EncodeText", this);
   absl::StatusOr<ServedModel*> model = Admit(*context, request->model());
-  absl::Status valid = model.status();
+  absl::Status valid = model.ok() ? CheckMessageSize(*request) : model.status();
   const LimitsConfig& limits = options_.limits;
   if (valid.ok() && request->texts().empty()) {
     valid = absl::InvalidArgumentError("the request has no texts");
@@ -452,7 +467,8 @@ grpc::ServerUnaryReactor* ClipService::Classify(grpc::CallbackServerContext* con
                                                 v1::ClassifyResponse* response) {
   auto* call = new UnaryCall("Classify", this);
   absl::StatusOr<ServedModel*> model = Admit(*context, request->model());
-  absl::Status valid = model.ok() ? ValidateImages(request->images()) : model.status();
+  absl::Status valid = model.ok() ? CheckMessageSize(*request) : model.status();
+  if (valid.ok()) valid = ValidateImages(request->images());
   const LimitsConfig& limits = options_.limits;
   if (valid.ok() && request->labels().empty()) {
     valid = absl::InvalidArgumentError("the request has no labels");
@@ -595,7 +611,8 @@ class ImageStream
     const uint64_t id = message->id();
     const v1::EncodeImageRequest& request = message->request();
     absl::StatusOr<ServedModel*> model = service_->Admit(*context_, request.model());
-    absl::Status valid = model.ok() ? service_->ValidateImages(request.images()) : model.status();
+    absl::Status valid = model.ok() ? service_->CheckMessageSize(*message) : model.status();
+    if (valid.ok()) valid = service_->ValidateImages(request.images());
     if (!valid.ok()) {
       Answer(id, valid, nullptr);
       return;
@@ -659,8 +676,10 @@ class ImageStream
       writing_ = true;
       actions.write = &outbox_.front();  // deque: stays put while we append.
     }
+    // Answers not yet written count against the window too: a client that
+    // stops reading stops being read.
     if (!broken_ && !reading_ && !reads_done_ &&
-        in_flight_ < service_->options().stream_window) {
+        in_flight_ + static_cast<int>(outbox_.size()) < service_->options().stream_window) {
       next_ = std::make_unique<v1::EncodeImageStreamRequest>();
       reading_ = true;
       actions.read = next_.get();

@@ -35,8 +35,9 @@ struct ClipServiceOptions {
   LimitsConfig limits;
   // Bearer tokens; empty = no authentication.
   std::vector<std::string> auth_tokens;
-  // Requests a stream may have in flight before the server stops reading
-  // from it (back-pressure on bulk clients).
+  // Requests a stream may have in flight or answered but not yet sent
+  // before the server stops reading from it (back-pressure on bulk clients,
+  // and a bound on what a client that never reads can make us hold).
   int stream_window = 64;
 };
 
@@ -70,6 +71,9 @@ class ClipService final : public v1::Clip::CallbackService {
   // Authentication and draining; then the model (empty name = default).
   absl::StatusOr<ServedModel*> Admit(const grpc::CallbackServerContext& context,
                                      const std::string& model) const;
+  // INVALID_ARGUMENT for a request larger than limits.max_message_bytes
+  // (gRPC itself refuses twice that with RESOURCE_EXHAUSTED, unread).
+  absl::Status CheckMessageSize(const google::protobuf::Message& request) const;
   // Count and per-image limits; INVALID_ARGUMENT naming the image.
   absl::Status ValidateImages(
       const google::protobuf::RepeatedPtrField<v1::ImageInput>& images) const;

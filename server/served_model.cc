@@ -181,6 +181,10 @@ void ServedModel::RunBatch(ClipModel& replica, BatchScheduler<WorkItem>::Batch& 
 
   absl::StatusOr<torch::Tensor> features;
   try {
+    // Items are preprocessed before they are queued (so a bad image is
+    // refused before it takes a queue slot, and decoding overlaps the model),
+    // which costs this one copy into the batch: ~0.6 MB per 224px image,
+    // tens of microseconds against a forward pass of milliseconds.
     torch::Tensor stacked = torch::stack(inputs);
     if (!replica.device().is_cpu()) stacked = stacked.pin_memory();
     stacked = stacked.to(replica.device(), /*non_blocking=*/true);

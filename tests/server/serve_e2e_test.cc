@@ -283,6 +283,32 @@ TEST_F(ServeTest, FeaturesEqualOpenClipAndOfflineEncode) {
   EXPECT_EQ(server->Terminate(), 0) << server->Stderr();
 }
 
+// bf16 on the CPU: the same directions as OpenCLIP's fp32 features, to
+// bf16's 8 mantissa bits (cosine > 0.999 per row).
+TEST_F(ServeTest, Bf16FeaturesPointLikeOpenClips) {
+  const Reference reference = LoadReference();
+  auto server = StartServer({"--precision", "bf16"});
+  ASSERT_NE(server, nullptr);
+  v1::EncodeResponse images;
+  grpc::Status status =
+      Connect(*server)->EncodeImage(Context().get(), ImageRequest(reference.image_files), &images);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const std::vector<float> actual = Flatten(images);
+  const std::vector<float> expected = ReferenceFloats("image_features");
+  ASSERT_EQ(actual.size(), expected.size());
+  const size_t dim = images.dim();
+  for (size_t row = 0; row < actual.size() / dim; ++row) {
+    double dot = 0, a2 = 0, e2 = 0;
+    for (size_t j = row * dim; j < (row + 1) * dim; ++j) {
+      dot += actual[j] * double(expected[j]);
+      a2 += actual[j] * double(actual[j]);
+      e2 += expected[j] * double(expected[j]);
+    }
+    EXPECT_GT(dot / std::sqrt(a2 * e2), 0.999) << "image " << row;
+  }
+  EXPECT_EQ(server->Terminate(), 0);
+}
+
 TEST_F(ServeTest, ClassifyEqualsOpenClipZeroShot) {
   const Reference reference = LoadReference();
   auto server = StartServer();
@@ -422,9 +448,22 @@ TEST_F(ServeTest, BadInputGetsItsCodeAndTheServerGoesOn) {
     cases.push_back({"unknown model", request, grpc::StatusCode::NOT_FOUND, "no-such-model"});
   }
   {
+    // Over the 64 MiB message limit: refused by the service, naming the limit.
     v1::EncodeImageRequest request;
-    request.add_images()->set_data(std::string(65 << 20, 'x'));
-    cases.push_back({"message too large", request, grpc::StatusCode::RESOURCE_EXHAUSTED, ""});
+    for (int i = 0; i < 3; ++i) request.add_images()->set_data(std::string(22 << 20, 'x'));
+    cases.push_back({"message too large", request, grpc::StatusCode::INVALID_ARGUMENT,
+                     "the limit is 67108864"});
+  }
+  {
+    // Over twice the limit: gRPC refuses it unread.
+    v1::EncodeImageRequest request;
+    for (int i = 0; i < 5; ++i) request.add_images()->set_data(std::string(30 << 20, 'x'));
+    cases.push_back({"message far too large", request, grpc::StatusCode::RESOURCE_EXHAUSTED, ""});
+  }
+  {
+    v1::EncodeImageRequest request;
+    request.add_images()->set_data(std::string((32 << 20) + 1, 'x'));
+    cases.push_back({"image too large", request, grpc::StatusCode::INVALID_ARGUMENT, "image 0"});
   }
   for (const Case& c : cases) {
     v1::EncodeResponse response;
