@@ -45,6 +45,15 @@ if(OCLIP_BUILD_SERVER)
   find_program(OCLIP_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 endif()
 
+# Data sources and the index: libarchive (webdataset tar shards), SQLite
+# (metadata), FAISS (which needs OpenMP found first).
+if(OCLIP_BUILD_INDEX)
+  find_package(LibArchive REQUIRED)
+  find_package(SQLite3 REQUIRED)
+  find_package(OpenMP REQUIRED)
+  find_package(faiss CONFIG REQUIRED)
+endif()
+
 if(OCLIP_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -54,20 +54,7 @@ bool IsHex(absl::string_view s) {
 // Files.
 
 absl::Status ErrnoError(absl::string_view what, const std::string& path, int err) {
-  std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(message);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::PermissionDeniedError(message);
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(message);
-    default:
-      return absl::InternalError(message);
-  }
+  return ErrnoToStatus(err, absl::StrCat(what, " ", path));
 }
 
 bool FileExists(const std::string& path) {

@@ -7,10 +7,15 @@
 #ifndef OCLIP_CORE_STATUS_H_
 #define OCLIP_CORE_STATUS_H_
 
+#include <cerrno>
+#include <cstring>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 #define OCLIP_STATUS_CONCAT_INNER_(a, b) a##b
 #define OCLIP_STATUS_CONCAT_(a, b) OCLIP_STATUS_CONCAT_INNER_(a, b)
@@ -32,5 +37,35 @@
   auto statusor = (expr);                                 \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
+
+namespace oclip {
+
+// The status for an errno of a file or system call, so that every reader
+// maps them alike: "<what>: <strerror>" with NOT_FOUND (ENOENT, ENOTDIR),
+// PERMISSION_DENIED (EACCES, EPERM, EROFS), RESOURCE_EXHAUSTED (ENOSPC,
+// EDQUOT), INVALID_ARGUMENT (EISDIR, ENAMETOOLONG, ELOOP), INTERNAL otherwise.
+inline absl::Status ErrnoToStatus(int error, absl::string_view what) {
+  const std::string message = absl::StrCat(what, ": ", std::strerror(error));
+  switch (error) {
+    case ENOENT:
+    case ENOTDIR:
+      return absl::NotFoundError(message);
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return absl::PermissionDeniedError(message);
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(message);
+    case EISDIR:
+    case ENAMETOOLONG:
+    case ELOOP:
+      return absl::InvalidArgumentError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+}  // namespace oclip
 
 #endif  // OCLIP_CORE_STATUS_H_

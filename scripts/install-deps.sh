@@ -11,6 +11,8 @@ packages=(
   # The server: gRPC + Protobuf (the libprotobuf 3.21 LibTorch links too),
   # yaml-cpp for server.yaml.
   libgrpc++-dev protobuf-compiler protobuf-compiler-grpc libyaml-cpp-dev
+  # Embedding jobs and retrieval: tar shards, FAISS, the SQLite metadata store.
+  libarchive-dev libfaiss-dev libsqlite3-dev
   # Tests: the Python grpcio client example, TLS certificates made at test time.
   python3-grpcio python3-protobuf python3-numpy openssl
   # LibTorch's fp32 GEMMs go through libblas.so.3: without OpenBLAS that is

@@ -66,23 +66,7 @@ std::string IndexPath(absl::string_view parent, size_t index) {
 absl::Status CheckReadableFile(const std::string& file) {
   // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
   int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    const int err = errno;
-    std::string message = absl::StrCat("cannot open '", file, "': ", std::strerror(err));
-    switch (err) {
-      case ENOENT:
-      case ENOTDIR:
-        return absl::NotFoundError(message);
-      case EACCES:
-      case EPERM:
-        return absl::PermissionDeniedError(message);
-      case ENAMETOOLONG:
-      case ELOOP:
-        return absl::InvalidArgumentError(message);
-      default:
-        return absl::InternalError(message);
-    }
-  }
+  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("cannot open '", file, "'"));
   struct stat st;
   const bool stat_ok = ::fstat(fd, &st) == 0;
   const int err = errno;

@@ -1,0 +1,319 @@
+#include "index/embedding_files.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <system_error>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "core/mapped_file.h"
+#include "core/status.h"
+
+namespace oclip {
+namespace index {
+namespace {
+
+constexpr char kMagic[] = "\x93NUMPY";
+constexpr size_t kMagicLen = 6;
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  const uint32_t mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0) {
+    // Zero or subnormal: value = mantissa * 2^-24.
+    float value = std::ldexp(static_cast<float>(mantissa), -24);
+    std::memcpy(&bits, &value, 4);
+    bits |= sign;
+  } else if (exponent == 31) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  }
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
+
+uint16_t FloatToHalf(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const float a = std::fabs(f);
+  if (std::isnan(f)) return sign | 0x7e00u;
+  if (a >= 65520.0f) return sign | 0x7c00u;  // rounds to infinity
+  if (a < 6.103515625e-05f) {
+    // Subnormal half: multiples of 2^-24, round to nearest even.
+    return sign | static_cast<uint16_t>(std::nearbyint(a * 16777216.0f));
+  }
+  uint32_t abs_bits = bits & 0x7fffffffu;
+  // Round the 13 dropped mantissa bits to nearest even.
+  abs_bits += 0xfffu + ((abs_bits >> 13) & 1u);
+  return sign | static_cast<uint16_t>((abs_bits >> 13) - (112u << 10));
+}
+
+// Reads the first bytes of a .npy file; the header is at most a few KiB, so
+// the data itself is never touched here.
+absl::StatusOr<std::string> ReadPrefix(const std::string& path, size_t max_bytes,
+                                       uint64_t* file_size) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  }
+  *file_size = std::filesystem::file_size(path, ec);
+  if (ec) return absl::InternalError(absl::StrCat(path, ": ", ec.message()));
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  std::string buf(max_bytes, '\0');
+  buf.resize(std::fread(buf.data(), 1, max_bytes, f));
+  std::fclose(f);
+  return buf;
+}
+
+}  // namespace
+
+absl::StatusOr<NpyMatrixHeader> ReadNpyMatrixHeader(const std::string& path) {
+  uint64_t file_size = 0;
+  OCLIP_ASSIGN_OR_RETURN(std::string prefix, ReadPrefix(path, 1 << 16, &file_size));
+  auto corrupt = [&path](absl::string_view why) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": not a 2-D float32/float16 .npy file: ", why));
+  };
+  if (prefix.size() < kMagicLen + 4 || std::memcmp(prefix.data(), kMagic, kMagicLen) != 0) {
+    return corrupt("bad magic");
+  }
+  const int major = static_cast<uint8_t>(prefix[6]);
+  size_t header_len = 0;
+  size_t header_start = 0;
+  if (major == 1) {
+    header_len = static_cast<uint8_t>(prefix[8]) | (static_cast<uint8_t>(prefix[9]) << 8);
+    header_start = 10;
+  } else if (major == 2 || major == 3) {
+    if (prefix.size() < 12) return corrupt("truncated header");
+    for (int i = 3; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(prefix[8 + i]);
+    header_start = 12;
+  } else {
+    return corrupt(absl::StrCat("unknown format version ", major));
+  }
+  if (header_start + header_len > prefix.size()) return corrupt("truncated header");
+  absl::string_view header(prefix.data() + header_start, header_len);
+
+  NpyMatrixHeader out;
+  if (absl::StrContains(header, "'descr': '<f4'")) {
+    out.dtype = NpyDtype::kFloat32;
+  } else if (absl::StrContains(header, "'descr': '<f2'")) {
+    out.dtype = NpyDtype::kFloat16;
+  } else {
+    return corrupt("dtype is neither '<f4' nor '<f2'");
+  }
+  if (!absl::StrContains(header, "'fortran_order': False")) return corrupt("Fortran order");
+  const size_t open = header.find("'shape': (");
+  const size_t close = open == absl::string_view::npos ? open : header.find(')', open);
+  if (close == absl::string_view::npos) return corrupt("no shape");
+  std::vector<int64_t> shape;
+  for (absl::string_view part :
+       absl::StrSplit(header.substr(open + 10, close - open - 10), ',', absl::SkipWhitespace())) {
+    int64_t d = 0;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &d) || d < 0) {
+      return corrupt("bad shape");
+    }
+    shape.push_back(d);
+  }
+  if (shape.size() != 2) {
+    return corrupt(absl::StrCat("shape has ", shape.size(), " dimensions, expected [n, d]"));
+  }
+  out.rows = shape[0];
+  out.cols = shape[1];
+  out.data_offset = header_start + header_len;
+  const uint64_t elem = out.dtype == NpyDtype::kFloat32 ? 4 : 2;
+  const uint64_t expected = out.data_offset + static_cast<uint64_t>(out.rows) * out.cols * elem;
+  if (file_size != expected) {
+    return corrupt(absl::StrCat("file has ", file_size, " bytes, shape [", out.rows, ", ",
+                                out.cols, "] needs ", expected));
+  }
+  return out;
+}
+
+absl::Status WriteNpyFloat16(const std::string& path, int64_t rows, int64_t cols,
+                             absl::Span<const float> values) {
+  if (rows < 0 || cols < 0 || static_cast<int64_t>(values.size()) != rows * cols) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "npy shape [", rows, ", ", cols, "] does not hold ", values.size(), " values"));
+  }
+  std::string header = absl::StrCat("{'descr': '<f2', 'fortran_order': False, 'shape': (",
+                                    rows, ", ", cols, "), }");
+  header.append((64 - (kMagicLen + 4 + header.size() + 1) % 64) % 64, ' ');
+  header.push_back('\n');
+  std::string bytes(kMagic, kMagicLen);
+  bytes.push_back('\x01');
+  bytes.push_back('\x00');
+  bytes.push_back(static_cast<char>(header.size() & 0xff));
+  bytes.push_back(static_cast<char>(header.size() >> 8));
+  bytes += header;
+  std::vector<uint16_t> halves(values.size());
+  for (size_t i = 0; i < values.size(); ++i) halves[i] = FloatToHalf(values[i]);
+
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
+  }
+  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
+            (halves.empty() ||
+             std::fwrite(halves.data(), 2, halves.size(), f) == halves.size());
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<EmbeddingFiles>> EmbeddingFiles::Open(
+    const std::string& folder, const std::string& prefix) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(folder, ec)) {
+    return absl::NotFoundError(absl::StrCat(folder, ": no such embedding folder"));
+  }
+  // Ordered by the integer suffix: img_emb_10 follows img_emb_9.
+  std::map<int64_t, std::string> numbered;
+  const std::string stem = prefix + "_";
+  for (const auto& entry : std::filesystem::directory_iterator(folder, ec)) {
+    const std::string name = entry.path().filename().string();
+    absl::string_view rest = name;
+    if (!absl::ConsumePrefix(&rest, stem) || !absl::ConsumeSuffix(&rest, ".npy")) continue;
+    int64_t i = 0;
+    if (!absl::SimpleAtoi(rest, &i) || i < 0) continue;
+    numbered[i] = entry.path().string();
+  }
+  if (ec) return absl::InternalError(absl::StrCat(folder, ": ", ec.message()));
+  if (numbered.empty()) {
+    return absl::NotFoundError(absl::StrCat(folder, ": no ", stem, "{i}.npy files"));
+  }
+  std::vector<std::string> paths;
+  for (auto& [i, path] : numbered) paths.push_back(std::move(path));
+  return OpenFiles(std::move(paths));
+}
+
+absl::StatusOr<std::unique_ptr<EmbeddingFiles>> EmbeddingFiles::OpenFiles(
+    std::vector<std::string> paths) {
+  if (paths.empty()) return absl::InvalidArgumentError("no embedding files given");
+  std::vector<File> files;
+  int64_t rows = 0;
+  int64_t dim = -1;
+  for (std::string& path : paths) {
+    OCLIP_ASSIGN_OR_RETURN(NpyMatrixHeader header, ReadNpyMatrixHeader(path));
+    if (dim < 0) {
+      dim = header.cols;
+    } else if (header.cols != dim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " has dimension ", header.cols, " but ", files.front().path,
+                       " has ", dim, ": all embedding files must share d"));
+    }
+    files.push_back(File{std::move(path), header, rows});
+    rows += header.rows;
+  }
+  if (rows == 0 || dim <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "embedding files hold no vectors (", rows, " rows of dimension ", dim, ")"));
+  }
+  return std::unique_ptr<EmbeddingFiles>(
+      new EmbeddingFiles(std::move(files), rows, static_cast<int>(dim)));
+}
+
+absl::Status EmbeddingFiles::ReadRows(int64_t start, int64_t count, float* out) const {
+  if (start < 0 || count < 0 || start + count > rows_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rows [", start, ", ", start + count, ") outside [0, ", rows_, ")"));
+  }
+  // First file whose range ends after `start`.
+  auto it = std::upper_bound(files_.begin(), files_.end(), start,
+                             [](int64_t row, const File& f) { return row < f.first_row; });
+  --it;
+  while (count > 0) {
+    const File& file = *it++;
+    const int64_t local = start - file.first_row;
+    const int64_t n = std::min(count, file.header.rows - local);
+    if (n <= 0) continue;
+    OCLIP_ASSIGN_OR_RETURN(auto mapped, MappedFile::Open(file.path));
+    const size_t elems = static_cast<size_t>(n) * dim_;
+    if (file.header.dtype == NpyDtype::kFloat32) {
+      const uint8_t* src = mapped->data() + file.header.data_offset + local * dim_ * 4;
+      if (mapped->size() < file.header.data_offset + (local + n) * dim_ * 4) {
+        return absl::DataLossError(absl::StrCat(file.path, ": truncated since it was opened"));
+      }
+      std::memcpy(out, src, elems * 4);
+    } else {
+      const uint8_t* src = mapped->data() + file.header.data_offset + local * dim_ * 2;
+      if (mapped->size() < file.header.data_offset + (local + n) * dim_ * 2) {
+        return absl::DataLossError(absl::StrCat(file.path, ": truncated since it was opened"));
+      }
+      for (size_t i = 0; i < elems; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        out[i] = HalfToFloat(h);
+      }
+    }
+    out += elems;
+    start += n;
+    count -= n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EmbeddingFiles::ReadRowsById(absl::Span<const int64_t> ids, float* out) const {
+  // Visit ids in ascending order so that each file is mapped once.
+  std::vector<size_t> order(ids.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&ids](size_t a, size_t b) { return ids[a] < ids[b]; });
+  for (int64_t id : ids) {
+    if (id < 0 || id >= rows_) {
+      return absl::InvalidArgumentError(absl::StrCat("row ", id, " outside [0, ", rows_, ")"));
+    }
+  }
+  size_t pos = 0;
+  for (const File& file : files_) {
+    const int64_t end = file.first_row + file.header.rows;
+    if (pos >= order.size()) break;
+    if (ids[order[pos]] >= end) continue;
+    OCLIP_ASSIGN_OR_RETURN(auto mapped, MappedFile::Open(file.path));
+    const size_t elem = file.header.dtype == NpyDtype::kFloat32 ? 4 : 2;
+    if (mapped->size() < file.header.data_offset + file.header.rows * dim_ * elem) {
+      return absl::DataLossError(absl::StrCat(file.path, ": truncated since it was opened"));
+    }
+    for (; pos < order.size() && ids[order[pos]] < end; ++pos) {
+      const int64_t local = ids[order[pos]] - file.first_row;
+      const uint8_t* src = mapped->data() + file.header.data_offset + local * dim_ * elem;
+      float* dst = out + order[pos] * dim_;
+      if (elem == 4) {
+        std::memcpy(dst, src, dim_ * 4);
+      } else {
+        for (int j = 0; j < dim_; ++j) {
+          uint16_t h;
+          std::memcpy(&h, src + 2 * j, 2);
+          dst[j] = HalfToFloat(h);
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace index
+}  // namespace oclip
