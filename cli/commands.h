@@ -11,6 +11,7 @@ int RunModels(int argc, char** argv);
 int RunEncode(int argc, char** argv);
 int RunBench(int argc, char** argv);
 int RunClassify(int argc, char** argv);
+int RunEmbed(int argc, char** argv);
 int RunFetch(int argc, char** argv);
 int RunServe(int argc, char** argv);
 int RunClient(int argc, char** argv);

@@ -17,6 +17,7 @@ constexpr char kUsage[] =
     "  fetch     download a released checkpoint and its tokenizer into the cache\n"
     "  encode    encode images into features (.npy)\n"
     "  classify  zero-shot labels for images\n"
+    "  embed     batch-embed a dataset (webdataset, CSV, folder) into partitioned .npy files\n"
     "  serve     the gRPC inference server (batched encode, classify, health, metrics)\n"
     "  client    call a running server: encode-image, encode-text, classify, health, models\n"
     "  bench     measure preprocessing, encoding and serving throughput (JSON)\n"
@@ -33,6 +34,7 @@ constexpr Command kCommands[] = {
     {"fetch", oclip::cli::RunFetch},
     {"encode", oclip::cli::RunEncode},
     {"classify", oclip::cli::RunClassify},
+    {"embed", oclip::cli::RunEmbed},
     {"serve", oclip::cli::RunServe},
     {"client", oclip::cli::RunClient},
     {"bench", oclip::cli::RunBench},

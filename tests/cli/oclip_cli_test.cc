@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/core/float_compare.h"
 #include "tests/core/run_command.h"
 #include "tests/core/scoped_env.h"
 #include "tests/core/scratch_dir.h"
@@ -29,6 +30,8 @@
 
 namespace oclip {
 namespace {
+
+using ::oclip::testing::RelativeError;
 
 using ::oclip::testing::ScopedEnv;
 using ::oclip::testing::ReadFileOrEmpty;
@@ -67,15 +70,6 @@ std::vector<float> ReferenceFloats(const std::string& file, const std::string& k
   EXPECT_TRUE(view.ok());
   const float* data = reinterpret_cast<const float*>(view->data);
   return std::vector<float>(data, data + view->num_elements());
-}
-
-double RelativeError(const std::vector<float>& actual, const std::vector<float>& expected) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    diff += (actual[i] - expected[i]) * double(actual[i] - expected[i]);
-    norm += expected[i] * double(expected[i]);
-  }
-  return std::sqrt(diff / norm);
 }
 
 class EncodeCommandTest : public ::testing::TestWithParam<const char*> {};

@@ -34,12 +34,15 @@
 #include "core/safetensors.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "oclip/v1/clip.grpc.pb.h"
+#include "tests/core/float_compare.h"
 #include "tests/core/run_command.h"
 #include "tests/core/scratch_dir.h"
 #include "tests/server/server_process.h"
 
 namespace oclip {
 namespace {
+
+using ::oclip::testing::RelativeError;
 
 using ::oclip::testing::HttpGet;
 using ::oclip::testing::ReadFileOrEmpty;
@@ -95,17 +98,6 @@ std::vector<float> ReferenceFloats(const std::string& key) {
   EXPECT_TRUE(view.ok()) << key;
   const float* data = reinterpret_cast<const float*>(view->data);
   return std::vector<float>(data, data + view->num_elements());
-}
-
-// ||actual - expected|| / ||expected|| over whole matrices.
-double RelativeError(const std::vector<float>& actual, const std::vector<float>& expected) {
-  EXPECT_EQ(actual.size(), expected.size());
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < std::min(actual.size(), expected.size()); ++i) {
-    diff += (actual[i] - expected[i]) * double(actual[i] - expected[i]);
-    norm += expected[i] * double(expected[i]);
-  }
-  return std::sqrt(diff / norm);
 }
 
 std::vector<float> Flatten(const v1::EncodeResponse& response) {
