@@ -12,6 +12,7 @@ int RunEncode(int argc, char** argv);
 int RunBench(int argc, char** argv);
 int RunClassify(int argc, char** argv);
 int RunEmbed(int argc, char** argv);
+int RunIndex(int argc, char** argv);
 int RunFetch(int argc, char** argv);
 int RunServe(int argc, char** argv);
 int RunClient(int argc, char** argv);

@@ -37,6 +37,7 @@ constexpr Command kCommands[] = {
     {"embed", oclip::cli::RunEmbed},
     {"serve", oclip::cli::RunServe},
     {"client", oclip::cli::RunClient},
+    {"index", oclip::cli::RunIndex},
     {"bench", oclip::cli::RunBench},
 };
 

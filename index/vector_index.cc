@@ -32,6 +32,9 @@ std::string DefaultInfosPath(const std::string& index_path) {
 
 }  // namespace
 
+VectorIndex::VectorIndex(std::unique_ptr<faiss::Index> index, bool memory_mapped)
+    : index_(std::move(index)), memory_mapped_(memory_mapped) {}
+
 VectorIndex::~VectorIndex() = default;
 
 absl::StatusOr<std::unique_ptr<VectorIndex>> VectorIndex::Load(

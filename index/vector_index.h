@@ -88,8 +88,8 @@ class VectorIndex {
   const faiss::Index& faiss_index() const { return *index_; }
 
  private:
-  VectorIndex(std::unique_ptr<faiss::Index> index, bool memory_mapped)
-      : index_(std::move(index)), memory_mapped_(memory_mapped) {}
+  // Defined in the .cc: faiss::Index is incomplete here.
+  VectorIndex(std::unique_ptr<faiss::Index> index, bool memory_mapped);
   absl::Status ApplySearchParameters(int nprobe, int ef_search);
 
   std::unique_ptr<faiss::Index> index_;

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -35,14 +36,13 @@
 namespace oclip {
 namespace {
 
-using ::oclip::testing::RelativeError;
-
 namespace fs = std::filesystem;
 using ::oclip::testing::CommandResult;
 using ::oclip::testing::FixtureImageNames;
 using ::oclip::testing::FixtureImagePath;
 using ::oclip::testing::ReadFileOrEmpty;
 using ::oclip::testing::ReferencePath;
+using ::oclip::testing::RelativeError;
 using ::oclip::testing::ScratchPath;
 using ::oclip::testing::TarMember;
 using ::oclip::testing::WriteFile;
@@ -529,6 +529,54 @@ TEST(EmbedCommandTest, ImageFolderInput) {
   EXPECT_EQ(stats["partitions_total"], 1);
   EXPECT_EQ(stats["samples"], dataset.items.size());
   EXPECT_EQ(VerifyOutput(out, 1, dataset, NpyDtype::kFloat32), SortedKeys(dataset));
+}
+
+// `oclip index build` over what `oclip embed` wrote, then `oclip index
+// search`: every image of the dataset finds itself first (cosine 1), joined
+// with its own key, caption and url from the metadata store.
+TEST(IndexCommandTest, EveryImageFindsItselfWithItsMetadata) {
+  const Dataset dataset = MakeShards("index_data", 2);
+  const std::string out = FreshDirectory("index_out");
+  Embed({"--input-dataset", dataset.spec, "--output-folder", out, "--output-dtype", "float32"});
+  const std::string folder = out + "/index";
+  const CommandResult build = ::oclip::testing::RunCommand(
+      {OCLIP_BINARY, "index", "build", "--embeddings", out, "--index-folder", folder});
+  ASSERT_EQ(build.exit_code, 0) << build.command << "\n" << build.err;
+  const nlohmann::json infos = nlohmann::json::parse(build.out, nullptr, false);
+  ASSERT_TRUE(infos.is_object()) << build.out;
+  EXPECT_EQ(infos["nb_vectors"], static_cast<int>(dataset.items.size()));
+
+  std::vector<std::string> search = {OCLIP_BINARY, "index", "search", "--index-folder", folder,
+                                     "--k", "1"};
+  const std::vector<std::string> model = ModelArgs();
+  search.insert(search.end(), model.begin(), model.end());
+  for (const auto& [key, item] : dataset.items) {
+    search.push_back("--image");
+    search.push_back(item.image_path);
+  }
+  const CommandResult run = ::oclip::testing::RunCommand(search);
+  ASSERT_EQ(run.exit_code, 0) << run.command << "\n" << run.err;
+  std::istringstream lines(run.out);
+  std::string line;
+  auto expected = dataset.items.begin();
+  for (; std::getline(lines, line) && expected != dataset.items.end(); ++expected) {
+    const nlohmann::json answer = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_TRUE(answer.is_object()) << line;
+    ASSERT_EQ(answer["hits"].size(), 1u) << line;
+    const nlohmann::json& hit = answer["hits"][0];
+    EXPECT_EQ(hit["key"], expected->first) << line;
+    EXPECT_EQ(hit["caption"], expected->second.caption) << line;
+    EXPECT_EQ(hit["url"], expected->second.url) << line;
+    EXPECT_GT(hit["score"].get<double>(), 0.9999) << line;
+  }
+  EXPECT_EQ(expected, dataset.items.end()) << "fewer answers than queries:\n" << run.out;
+
+  // Metadata that does not match the embeddings is refused before building.
+  fs::remove(out + "/metadata/metadata_1.jsonl");
+  const CommandResult mismatch = ::oclip::testing::RunCommand(
+      {OCLIP_BINARY, "index", "build", "--embeddings", out, "--index-folder", out + "/index2"});
+  EXPECT_EQ(mismatch.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(mismatch.err, "metadata_1.jsonl")) << mismatch.err;
 }
 
 TEST(EmbedCommandTest, PipeShardsGiveTheSameEmbeddings) {
