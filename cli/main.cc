@@ -18,6 +18,7 @@ constexpr char kUsage[] =
     "  encode    encode images into features (.npy)\n"
     "  classify  zero-shot labels for images\n"
     "  embed     batch-embed a dataset (webdataset, CSV, folder) into partitioned .npy files\n"
+    "  index     build a FAISS index over embeddings, and search it (build|search)\n"
     "  serve     the gRPC inference server (batched encode, classify, health, metrics)\n"
     "  client    call a running server: encode-image, encode-text, classify, health, models\n"
     "  bench     measure preprocessing, encoding and serving throughput (JSON)\n"

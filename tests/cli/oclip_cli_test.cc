@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_join.h"
 #include "tests/core/float_compare.h"
 #include "tests/core/run_command.h"
 #include "tests/core/scoped_env.h"
@@ -325,10 +326,24 @@ TEST(FetchCommandTest, UnknownTagsAndOfflineServersAreClearErrors) {
 }
 
 TEST(HelpTest, EveryCommandHasHelp) {
-  for (const char* command : {"models", "encode", "classify", "fetch"}) {
-    RunResult run = RunOclip({command, "--help"});
-    EXPECT_EQ(run.exit_code, 0) << command;
-    EXPECT_NE(run.out.find(std::string("usage: oclip ") + command), std::string::npos);
+  const std::vector<std::vector<std::string>> commands = {
+      {"models"},        {"encode"},        {"classify"},           {"fetch"},
+      {"serve"},         {"embed"},         {"index", "build"},     {"index", "search"},
+      {"client", "health"}, {"client", "encode-image"}, {"bench", "serve"}, {"bench", "encode"}};
+  for (const std::vector<std::string>& command : commands) {
+    std::vector<std::string> args = command;
+    args.push_back("--help");
+    RunResult run = RunOclip(args);
+    const std::string name = absl::StrJoin(command, " ");
+    EXPECT_EQ(run.exit_code, 0) << name << "\n" << run.err;
+    EXPECT_NE(run.out.find("usage: oclip " + name), std::string::npos) << run.out;
+  }
+  // The top-level usage lists every command.
+  RunResult usage = RunOclip({"--help"});
+  EXPECT_EQ(usage.exit_code, 0);
+  for (const char* name : {"models", "fetch", "encode", "classify", "embed", "index", "serve",
+                           "client", "bench"}) {
+    EXPECT_NE(usage.out.find(std::string("\n  ") + name + " "), std::string::npos) << name;
   }
 }
 
