@@ -1,6 +1,8 @@
 #include "core/npy.h"
 
 #include <cerrno>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
@@ -103,6 +105,57 @@ absl::StatusOr<NpyFloat32> ReadNpyFloat32(const std::string& path) {
     std::memcpy(out.values.data(), file->data() + data_offset, elements * sizeof(float));
   }
   return out;
+}
+
+namespace {
+
+uint32_t FloatBits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits;
+}
+
+float BitsFloat(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+}  // namespace
+
+// Maratyszcza's FP16 conversions (the ones c10::Half uses): exact, with
+// round-to-nearest-even done by the FPU's own float addition, so no branchy
+// bit rounding to get wrong. They rely on strict IEEE float semantics.
+uint16_t FloatToHalf(float value) {
+  const float scale_to_inf = 0x1.0p+112f;
+  const float scale_to_zero = 0x1.0p-110f;
+  float base = (std::fabs(value) * scale_to_inf) * scale_to_zero;
+  const uint32_t w = FloatBits(value);
+  const uint32_t shl1_w = w + w;
+  const uint32_t sign = w & UINT32_C(0x80000000);
+  uint32_t bias = shl1_w & UINT32_C(0xFF000000);
+  if (bias < UINT32_C(0x71000000)) bias = UINT32_C(0x71000000);
+  base = BitsFloat((bias >> 1) + UINT32_C(0x07800000)) + base;
+  const uint32_t bits = FloatBits(base);
+  const uint32_t exp_bits = (bits >> 13) & UINT32_C(0x00007C00);
+  const uint32_t mantissa_bits = bits & UINT32_C(0x00000FFF);
+  const uint32_t nonsign = exp_bits + mantissa_bits;
+  return static_cast<uint16_t>((sign >> 16) |
+                               (shl1_w > UINT32_C(0xFF000000) ? UINT32_C(0x7E00) : nonsign));
+}
+
+float HalfToFloat(uint16_t half) {
+  const uint32_t w = static_cast<uint32_t>(half) << 16;
+  const uint32_t sign = w & UINT32_C(0x80000000);
+  const uint32_t two_w = w + w;
+  const uint32_t exp_offset = UINT32_C(0xE0) << 23;
+  const float exp_scale = 0x1.0p-112f;
+  const float normalized = BitsFloat((two_w >> 4) + exp_offset) * exp_scale;
+  const uint32_t magic_mask = UINT32_C(126) << 23;
+  const float denormalized = BitsFloat((two_w >> 17) | magic_mask) - 0.5f;
+  const uint32_t denormalized_cutoff = UINT32_C(1) << 27;
+  return BitsFloat(sign |
+                   (two_w < denormalized_cutoff ? FloatBits(denormalized) : FloatBits(normalized)));
 }
 
 }  // namespace oclip

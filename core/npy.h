@@ -27,6 +27,11 @@ struct NpyFloat32 {
 // Reads what WriteNpyFloat32 writes ('<f4', C order). DATA_LOSS otherwise.
 absl::StatusOr<NpyFloat32> ReadNpyFloat32(const std::string& path);
 
+// IEEE 754 binary16 <-> binary32, round-to-nearest-even (numpy's astype,
+// c10::Half), for float16 .npy files.
+uint16_t FloatToHalf(float value);
+float HalfToFloat(uint16_t half);
+
 }  // namespace oclip
 
 #endif  // OCLIP_CORE_NPY_H_

@@ -28,6 +28,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/npy.h"
 #include "absl/strings/string_view.h"
 
 namespace oclip {
@@ -82,10 +83,6 @@ struct NpyRows {
 // Reads a C-order 2-D '<f2' or '<f4' .npy file (any header length, as numpy
 // writes it too). NOT_FOUND for a missing file, DATA_LOSS for anything else.
 absl::StatusOr<NpyRows> ReadNpyRows(const std::string& path);
-
-// IEEE 754 binary16 <-> binary32, round-to-nearest-even (numpy's astype).
-uint16_t FloatToHalf(float value);
-float HalfToFloat(uint16_t half);
 
 }  // namespace oclip
 

@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/mapped_file.h"
+#include "core/npy.h"
 #include "core/status.h"
 
 namespace oclip {
@@ -24,43 +25,6 @@ namespace {
 
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr size_t kMagicLen = 6;
-
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1fu;
-  const uint32_t mantissa = h & 0x3ffu;
-  uint32_t bits;
-  if (exponent == 0) {
-    // Zero or subnormal: value = mantissa * 2^-24.
-    float value = std::ldexp(static_cast<float>(mantissa), -24);
-    std::memcpy(&bits, &value, 4);
-    bits |= sign;
-  } else if (exponent == 31) {
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  }
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
-}
-
-uint16_t FloatToHalf(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
-  const float a = std::fabs(f);
-  if (std::isnan(f)) return sign | 0x7e00u;
-  if (a >= 65520.0f) return sign | 0x7c00u;  // rounds to infinity
-  if (a < 6.103515625e-05f) {
-    // Subnormal half: multiples of 2^-24, round to nearest even.
-    return sign | static_cast<uint16_t>(std::nearbyint(a * 16777216.0f));
-  }
-  uint32_t abs_bits = bits & 0x7fffffffu;
-  // Round the 13 dropped mantissa bits to nearest even.
-  abs_bits += 0xfffu + ((abs_bits >> 13) & 1u);
-  return sign | static_cast<uint16_t>((abs_bits >> 13) - (112u << 10));
-}
 
 // Reads the first bytes of a .npy file; the header is at most a few KiB, so
 // the data itself is never touched here.

@@ -1,10 +1,7 @@
 #include "tests/server/server_process.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/download.h"
 #include "tests/core/scratch_dir.h"
 
 namespace oclip::testing {
@@ -129,36 +127,7 @@ ServerProcess::~ServerProcess() {
 }
 
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError("socket failed");
-  sockaddr_in address = {};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    close(fd);
-    return absl::UnavailableError(absl::StrCat("cannot connect to port ", port));
-  }
-  const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return absl::InternalError("write failed");
-  }
-  std::string response;
-  char buffer[8192];
-  ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
-  close(fd);
-  const size_t header_end = response.find("\r\n\r\n");
-  if (header_end == std::string::npos || !absl::StartsWith(response, "HTTP/1.")) {
-    return absl::InternalError(absl::StrCat("not an HTTP response: ", response.substr(0, 200)));
-  }
-  if (response.find(" 200 ") > response.find("\r\n")) {
-    return absl::InternalError(absl::StrCat("HTTP error: ", response.substr(0, response.find("\r\n"))));
-  }
-  std::string body = response.substr(header_end + 4);
-  return body;
+  return FetchUrl(absl::StrCat("http://127.0.0.1:", port, path));
 }
 
 }  // namespace oclip::testing

@@ -58,7 +58,7 @@ class ServerProcess {
 // the kernel, followed by `extra`.
 std::vector<std::string> TinyVitServeArgs(const std::vector<std::string>& extra = {});
 
-// GET http://127.0.0.1:port/path over a plain socket: the body of a 200
+// GET http://127.0.0.1:port/path (core's FetchUrl): the body of a 2xx
 // answer, or an error.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
 
