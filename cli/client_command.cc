@@ -3,6 +3,8 @@
 //   oclip client encode-image --image F... [--normalize] [--output DIR]
 //   oclip client encode-text  --text S... [--texts-file F] [--normalize] [--output DIR]
 //   oclip client classify     --image F... --label L... [--template T]... [--top-k K] [--json]
+//   oclip client search       --index NAME (--text S | --image F | --embedding F.npy [--row R])
+//                             [--k K]
 //   oclip client health       [--service NAME] [--wait]
 //   oclip client models
 //
@@ -46,6 +48,10 @@ struct ClientCommandFlags {
   std::string output;
   std::string service;
   bool wait = false;
+  std::string index;
+  std::string embedding;
+  int64_t row = 0;
+  int64_t k = 10;
 };
 
 absl::Status CallError(const char* rpc, const grpc::Status& status) {
@@ -140,6 +146,59 @@ absl::Status Classify(const ClientCommandFlags& flags, v1::Clip::Stub& stub) {
   return absl::OkStatus();
 }
 
+// The query of `client search`: exactly one of --text, --image, --embedding.
+absl::Status SetSearchQuery(const ClientCommandFlags& flags, v1::SearchRequest* request) {
+  const int given = static_cast<int>(!flags.texts.empty()) +
+                    static_cast<int>(!flags.images.empty()) +
+                    static_cast<int>(!flags.embedding.empty());
+  if (given != 1 || flags.texts.size() > 1 || flags.images.size() > 1) {
+    return absl::InvalidArgumentError("give one query: --text, --image or --embedding");
+  }
+  if (!flags.texts.empty()) {
+    request->set_text(flags.texts[0]);
+  } else if (!flags.images.empty()) {
+    OCLIP_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(flags.images[0]));
+    request->mutable_image()->set_data(std::move(bytes));
+  } else {
+    OCLIP_ASSIGN_OR_RETURN(NpyFloat32 array, ReadNpyFloat32(flags.embedding));
+    const int64_t rows = array.shape.size() == 2 ? array.shape[0] : 1;
+    if (array.shape.empty() || array.shape.size() > 2 || flags.row < 0 || flags.row >= rows) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flags.embedding, ": expected a [dim] or [rows, dim] array with row ", flags.row));
+    }
+    const int64_t dim = array.shape.back();
+    request->mutable_embedding()->mutable_values()->Add(
+        array.values.begin() + flags.row * dim, array.values.begin() + (flags.row + 1) * dim);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Search(const ClientCommandFlags& flags, v1::Clip::Stub& stub) {
+  v1::SearchRequest request;
+  request.set_index(flags.index);
+  request.set_k(static_cast<int32_t>(flags.k));
+  OCLIP_RETURN_IF_ERROR(SetSearchQuery(flags, &request));
+  OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<grpc::ClientContext> context, flags.client.NewContext());
+  v1::SearchResponse response;
+  grpc::Status status = stub.Search(context.get(), request, &response);
+  if (!status.ok()) return CallError("Search", status);
+  nlohmann::json hits = nlohmann::json::array();
+  for (const v1::SearchHit& hit : response.hits()) {
+    hits.push_back({{"id", hit.id()},
+                    {"score", hit.score()},
+                    {"key", hit.key()},
+                    {"caption", hit.caption()},
+                    {"url", hit.url()},
+                    {"partition", hit.partition()},
+                    {"row", hit.row()}});
+  }
+  std::cout << nlohmann::json{{"index", response.index()}, {"model", response.model()},
+                              {"hits", hits}}
+                   .dump(2)
+            << "\n";
+  return absl::OkStatus();
+}
+
 absl::Status ListModels(const ClientCommandFlags& flags, v1::Clip::Stub& stub) {
   OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<grpc::ClientContext> context, flags.client.NewContext());
   v1::ListModelsResponse response;
@@ -202,6 +261,7 @@ constexpr char kUsage[] =
     "  encode-image  image embeddings (writes --output/image_features.npy)\n"
     "  encode-text   text embeddings (writes --output/text_features.npy)\n"
     "  classify      zero-shot labels for images\n"
+    "  search        nearest neighbours in a served index, by text, image or embedding (JSON)\n"
     "  health        the server's (or --service's) health; exit 0 when SERVING\n"
     "  models        the models the server has (JSON)\n";
 
@@ -222,6 +282,14 @@ int RunClient(int argc, char** argv) {
   if (subcommand == "encode-image" || subcommand == "classify") {
     flags.AddRepeated("image", &values.images, "image file");
   }
+  if (subcommand == "search") {
+    flags.AddString("index", &values.index, "index name on the server");
+    flags.AddRepeated("text", &values.texts, "text query");
+    flags.AddRepeated("image", &values.images, "image query (a file)");
+    flags.AddString("embedding", &values.embedding, "embedding query: a .npy file ([dim] or [rows, dim])");
+    flags.AddInt("row", &values.row, "the row of --embedding to search with (0)");
+    flags.AddInt("k", &values.k, "hits (10)");
+  }
   if (subcommand == "encode-image" || subcommand == "encode-text") {
     flags.AddBool("normalize", &values.normalize, "L2-normalize the embeddings");
     flags.AddString("output", &values.output, "directory for the .npy file");
@@ -237,7 +305,7 @@ int RunClient(int argc, char** argv) {
   } else if (subcommand == "health") {
     flags.AddString("service", &values.service, "a model name (default: the whole server)");
     flags.AddBool("wait", &values.wait, "wait until SERVING (up to --timeout)");
-  } else if (subcommand != "encode-image" && subcommand != "models") {
+  } else if (subcommand != "encode-image" && subcommand != "models" && subcommand != "search") {
     std::cerr << "oclip client: unknown subcommand '" << subcommand << "'\n\n" << kUsage;
     return 2;
   }
@@ -250,6 +318,7 @@ int RunClient(int argc, char** argv) {
     if (subcommand == "encode-image") status = EncodeImage(values, *stub);
     if (subcommand == "encode-text") status = EncodeText(values, *stub);
     if (subcommand == "classify") status = Classify(values, *stub);
+    if (subcommand == "search") status = Search(values, *stub);
     if (subcommand == "models") status = ListModels(values, *stub);
     if (subcommand == "health") status = Health(values, *channel);
   }

@@ -30,8 +30,8 @@
 #include "core/status.h"
 #include "index/embedding_files.h"
 #include "index/index_builder.h"
+#include "index/index_folder.h"
 #include "index/metadata_store.h"
-#include "index/vector_index.h"
 #include "model/image/preprocess.h"
 
 namespace oclip::cli {
@@ -73,14 +73,10 @@ absl::StatusOr<int64_t> ParseBytes(const std::string& text) {
   return static_cast<int64_t>(value * static_cast<double>(multiplier));
 }
 
-struct KindNames {
-  std::string folder;  // "img_emb"
-  std::string index;   // "image"
-};
-
-absl::StatusOr<KindNames> Kind(const std::string& kind) {
-  if (kind == "image") return KindNames{"img_emb", "image"};
-  if (kind == "text") return KindNames{"text_emb", "text"};
+// The embedding folder `oclip embed` writes for a kind of index.
+absl::StatusOr<std::string> EmbeddingFolder(const std::string& kind) {
+  if (kind == "image") return std::string("img_emb");
+  if (kind == "text") return std::string("text_emb");
   return absl::InvalidArgumentError("--kind must be image or text");
 }
 
@@ -123,19 +119,21 @@ absl::Status Build(const IndexFlags& flags) {
   if (flags.embeddings.empty() || flags.index_folder.empty()) {
     return absl::InvalidArgumentError("--embeddings and --index-folder are required");
   }
-  OCLIP_ASSIGN_OR_RETURN(KindNames kind, Kind(flags.kind));
+  OCLIP_ASSIGN_OR_RETURN(const std::string embedding_folder, EmbeddingFolder(flags.kind));
+  OCLIP_ASSIGN_OR_RETURN(const index::IndexFolderPaths paths,
+                         index::PathsInIndexFolder(flags.index_folder, flags.kind));
   index::IndexBuildOptions options;
-  options.embeddings_folder = absl::StrCat(flags.embeddings, "/", kind.folder);
-  options.file_prefix = kind.folder;
-  options.index_path = absl::StrCat(flags.index_folder, "/", kind.index, ".index");
-  options.index_infos_path = absl::StrCat(flags.index_folder, "/", kind.index, ".index_infos.json");
+  options.embeddings_folder = absl::StrCat(flags.embeddings, "/", embedding_folder);
+  options.file_prefix = embedding_folder;
+  options.index_path = paths.index;
+  options.index_infos_path = paths.index_infos;
   OCLIP_ASSIGN_OR_RETURN(options.max_index_memory_usage, ParseBytes(flags.max_index_memory_usage));
   if (!absl::SimpleAtod(flags.min_recall_text, &options.min_recall) || options.min_recall <= 0 ||
       options.min_recall > 1) {
     return absl::InvalidArgumentError("--min-recall must be in (0, 1]");
   }
   OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<index::EmbeddingFiles> files,
-                         index::EmbeddingFiles::Open(options.embeddings_folder, kind.folder));
+                         index::EmbeddingFiles::Open(options.embeddings_folder, embedding_folder));
   // Metadata first: a mismatch is found before minutes of index building.
   OCLIP_ASSIGN_OR_RETURN(std::vector<index::MetadataRecord> records,
                          ReadMetadata(flags.embeddings, *files));
@@ -143,10 +141,9 @@ absl::Status Build(const IndexFlags& flags) {
     return ErrnoToStatus(errno, absl::StrCat("cannot create ", flags.index_folder));
   }
   OCLIP_ASSIGN_OR_RETURN(index::BuiltIndex built, index::BuildIndex(options));
-  const std::string store_path = absl::StrCat(flags.index_folder, "/metadata.sqlite");
-  std::remove(store_path.c_str());
+  std::remove(paths.metadata.c_str());
   OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<index::MetadataStore> store,
-                         index::MetadataStore::Open(store_path));
+                         index::MetadataStore::Open(paths.metadata));
   OCLIP_RETURN_IF_ERROR(store->Insert(records));
   std::cout << index::IndexInfosToJson(built.infos) << "\n";
   return absl::OkStatus();
@@ -158,15 +155,8 @@ absl::Status Search(const IndexFlags& flags) {
     return absl::InvalidArgumentError("give --text or --image queries (one kind per call)");
   }
   if (flags.k < 1) return absl::InvalidArgumentError("--k must be >= 1");
-  OCLIP_ASSIGN_OR_RETURN(KindNames kind, Kind(flags.kind));
-  OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<index::VectorIndex> vectors,
-                         index::VectorIndex::Load(
-                             absl::StrCat(flags.index_folder, "/", kind.index, ".index")));
-  index::MetadataStoreOptions store_options;
-  store_options.read_only = true;
-  OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<index::MetadataStore> store,
-                         index::MetadataStore::Open(
-                             absl::StrCat(flags.index_folder, "/metadata.sqlite"), store_options));
+  OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<index::IndexFolder> folder,
+                         index::IndexFolder::Open(flags.index_folder, flags.kind));
   OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, flags.model.LoadModel());
   torch::InferenceMode inference;
   torch::Tensor queries;
@@ -193,26 +183,22 @@ absl::Status Search(const IndexFlags& flags) {
   }
   queries = queries.to(torch::kCPU, torch::kFloat).contiguous();
   const int64_t n = queries.size(0);
-  OCLIP_ASSIGN_OR_RETURN(
-      index::SearchResult result,
-      vectors->Search(absl::MakeConstSpan(queries.data_ptr<float>(), queries.numel()), n,
-                      static_cast<int>(flags.k)));
-  OCLIP_ASSIGN_OR_RETURN(std::vector<std::optional<index::MetadataRecord>> records,
-                         store->Lookup(result.ids));
+  OCLIP_ASSIGN_OR_RETURN(std::vector<std::vector<index::SearchHit>> hits,
+                         folder->Search(absl::MakeConstSpan(queries.data_ptr<float>(),
+                                                            queries.numel()),
+                                        n, static_cast<int>(flags.k)));
   for (int64_t q = 0; q < n; ++q) {
-    nlohmann::json hits = nlohmann::json::array();
-    for (int j = 0; j < result.k; ++j) {
-      const size_t at = static_cast<size_t>(q * result.k + j);
-      if (result.ids[at] < 0) continue;
-      nlohmann::json hit = {{"id", result.ids[at]}, {"score", result.scores[at]}};
-      if (records[at].has_value()) {
-        hit["key"] = records[at]->key;
-        hit["caption"] = records[at]->caption;
-        hit["url"] = records[at]->url;
+    nlohmann::json answer = nlohmann::json::array();
+    for (const index::SearchHit& hit : hits[q]) {
+      nlohmann::json entry = {{"id", hit.id}, {"score", hit.score}};
+      if (hit.metadata.has_value()) {
+        entry["key"] = hit.metadata->key;
+        entry["caption"] = hit.metadata->caption;
+        entry["url"] = hit.metadata->url;
       }
-      hits.push_back(std::move(hit));
+      answer.push_back(std::move(entry));
     }
-    std::cout << nlohmann::json{{"query", inputs[q]}, {"hits", hits}}.dump() << "\n";
+    std::cout << nlohmann::json{{"query", inputs[q]}, {"hits", answer}}.dump() << "\n";
   }
   return absl::OkStatus();
 }

@@ -50,6 +50,7 @@ struct ServeFlags {
   int64_t queue_capacity = 1024;
   int64_t seed = 0;
   std::string templates;
+  std::vector<std::string> indexes;  // NAME=FOLDER
   // Server settings; with --config they override the file's.
   std::string host;
   std::string metrics_host;
@@ -113,6 +114,17 @@ absl::StatusOr<ServerConfig> BuildConfig(const ServeFlags& flags) {
     model.seed = static_cast<uint64_t>(flags.seed);
     model.templates_file = flags.templates;
     config.models.push_back(std::move(model));
+  }
+  for (const std::string& spec : flags.indexes) {
+    const size_t equals = spec.find('=');
+    if (equals == std::string::npos || equals == 0 || equals + 1 == spec.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--index '", spec, "': expected NAME=FOLDER (an `oclip index build` folder)"));
+    }
+    IndexServingConfig index;
+    index.name = spec.substr(0, equals);
+    index.folder = spec.substr(equals + 1);
+    config.indexes.push_back(std::move(index));
   }
   if (!flags.host.empty()) config.host = flags.host;
   if (!flags.metrics_host.empty()) config.metrics_host = flags.metrics_host;
@@ -263,6 +275,9 @@ int RunServe(int argc, char** argv) {
   flags.AddInt("queue-capacity", &values.queue_capacity, "queued items before RESOURCE_EXHAUSTED");
   flags.AddInt("seed", &values.seed, "seed of --pretrained random");
   flags.AddString("templates", &values.templates, "default Classify templates, one per line");
+  flags.AddRepeated("index", &values.indexes,
+                    "NAME=FOLDER: serve the image index of an `oclip index build` folder for "
+                    "Search (more options in server.yaml's indexes)");
   flags.AddString("host", &values.host, "address to listen on (0.0.0.0)");
   flags.AddInt("port", &values.port, "gRPC port (50051; 0 picks a free one)");
   flags.AddString("metrics-host", &values.metrics_host, "address of the metrics page (0.0.0.0)");

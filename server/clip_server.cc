@@ -52,8 +52,15 @@ absl::StatusOr<std::unique_ptr<ClipServer>> ClipServer::Start(const ServerConfig
   const std::string default_model =
       config.default_model.empty() ? config.models.front().name : config.default_model;
   server->registry_ = std::make_unique<ModelRegistry>(config.models, default_model);
+  OCLIP_ASSIGN_OR_RETURN(server->indexes_, IndexRegistry::Load(config.indexes, default_model));
+  for (const ServedIndex& index : server->indexes_->indexes()) {
+    LogInfo(absl::StrCat("index ", index.config.name, ": ", index.folder->size(), " ",
+                         index.config.kind, " vectors of ", index.folder->dim(), " dims",
+                         index.folder->vectors().memory_mapped() ? " (memory-mapped)" : ""));
+  }
   server->service_ = std::make_unique<ClipService>(service_options, server->registry_.get(),
-                                                   server->pool_.get(), &server->metrics_);
+                                                   server->indexes_.get(), server->pool_.get(),
+                                                   &server->metrics_);
 
   if (config.metrics_port >= 0) {
     MetricsHttpServerOptions metrics_options;
@@ -103,6 +110,13 @@ void ClipServer::LoadModels(LoadedCallback on_models_loaded) {
                                                              model.status().message()));
       LogError(error.ToString());
       on_models_loaded(error);
+      return;
+    }
+    // An index searched through this model must hold vectors of its size.
+    absl::Status fits = indexes_->CheckModel(config.name, (*model)->embed_dim());
+    if (!fits.ok()) {
+      LogError(fits.ToString());
+      on_models_loaded(fits);
       return;
     }
     registry_->Add(*std::move(model));

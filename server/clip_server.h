@@ -1,7 +1,8 @@
 // `oclip serve` assembled: the gRPC server (oclip.v1.Clip, grpc.health.v1,
 // server reflection; TLS/mTLS and bearer tokens as configured), the CPU pool,
 // the models (loaded in the background, one after the other, so the server
-// answers health checks while it loads) and the Prometheus metrics page.
+// answers health checks while it loads), the search indexes (opened before
+// the server listens) and the Prometheus metrics page.
 //
 // Health: one service per model name plus "" for the whole server, each
 // NOT_SERVING until its model (for "": every model) is loaded and warmed up,
@@ -13,7 +14,7 @@
 // shutdown begins is waited for (loading cannot be interrupted).
 //
 // Errors from Start(): INVALID_ARGUMENT (config), NOT_FOUND (TLS or token
-// files), UNAVAILABLE (a port cannot be bound). Model load failures arrive
+// files, index files), DATA_LOSS (an unreadable index), UNAVAILABLE (a port cannot be bound). Model load failures arrive
 // through `on_models_loaded`.
 //
 // Thread safety: Shutdown() may be called from any one thread; the accessors
@@ -34,6 +35,7 @@
 #include "core/metrics.h"
 #include "core/thread_pool.h"
 #include "server/clip_service.h"
+#include "server/index_registry.h"
 #include "server/metrics_http.h"
 #include "server/model_registry.h"
 #include "server/server_config.h"
@@ -68,6 +70,7 @@ class ClipServer {
   const ServerConfig config_;
   ServingMetrics metrics_;
   std::unique_ptr<ModelRegistry> registry_;
+  std::unique_ptr<IndexRegistry> indexes_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<ClipService> service_;
   std::unique_ptr<grpc::Server> server_;

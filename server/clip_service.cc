@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <deque>
 #include <numeric>
 #include <utility>
@@ -137,10 +138,11 @@ void FillEncodeResponse(const torch::Tensor& features, bool normalize,
 }
 
 ClipService::ClipService(const ClipServiceOptions& options, ModelRegistry* models,
-                         ThreadPool* pool, ServingMetrics* metrics)
+                         const IndexRegistry* indexes, ThreadPool* pool, ServingMetrics* metrics)
     : options_(options),
       authenticator_(options.auth_tokens),
       models_(models),
+      indexes_(indexes),
       pool_(pool),
       metrics_(metrics) {}
 
@@ -160,10 +162,15 @@ bool ClipService::WaitForCallsToFinish(absl::Time deadline) {
   return calls_mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
 }
 
-absl::StatusOr<ServedModel*> ClipService::Admit(const grpc::CallbackServerContext& context,
-                                                const std::string& model) const {
+absl::Status ClipService::CheckAccess(const grpc::CallbackServerContext& context) const {
   OCLIP_RETURN_IF_ERROR(authenticator_.Check(context));
   if (draining_.load()) return absl::UnavailableError("the server is shutting down");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ServedModel*> ClipService::Admit(const grpc::CallbackServerContext& context,
+                                                const std::string& model) const {
+  OCLIP_RETURN_IF_ERROR(CheckAccess(context));
   return models_->Find(model);
 }
 
@@ -736,6 +743,172 @@ ClipService::EncodeImageStream(grpc::CallbackServerContext* context) {
   }
   stream->Start(admitted);
   return stream;
+}
+
+namespace {
+
+constexpr int kDefaultSearchK = 10;
+
+// What a Search call needs until its reply is sent: the query copied into
+// the containers SubmitTexts/SubmitImages read (they stay valid until the
+// ticket completes, which is after its preparation ends), and where the
+// answer goes.
+struct SearchCall {
+  UnaryCall* call = nullptr;
+  const ServedIndex* index = nullptr;
+  int k = 0;
+  v1::SearchResponse* response = nullptr;
+  ThreadPool* pool = nullptr;
+  RepeatedPtrField<std::string> texts;
+  RepeatedPtrField<v1::ImageInput> images;
+};
+
+// Searches `query` (float [1, dim] on the CPU) on the pool and replies.
+void SearchAndReply(std::shared_ptr<SearchCall> search, torch::Tensor query) {
+  search->pool->Schedule([search, query = std::move(query)] {
+    const torch::Tensor row = query.to(torch::kFloat).contiguous();
+    absl::StatusOr<std::vector<std::vector<index::SearchHit>>> hits =
+        search->index->folder->Search(absl::MakeConstSpan(row.data_ptr<float>(), row.numel()),
+                                      /*num_queries=*/1, search->k);
+    if (!hits.ok()) {
+      search->call->Reply(absl::Status(
+          hits.status().code(),
+          absl::StrCat("index ", search->index->config.name, ": ", hits.status().message())));
+      return;
+    }
+    for (index::SearchHit& hit : (*hits)[0]) {
+      v1::SearchHit* out = search->response->add_hits();
+      out->set_id(hit.id);
+      out->set_score(hit.score);
+      if (!hit.metadata.has_value()) continue;
+      out->set_key(std::move(hit.metadata->key));
+      out->set_caption(std::move(hit.metadata->caption));
+      out->set_url(std::move(hit.metadata->url));
+      out->set_partition(hit.metadata->partition);
+      out->set_row(hit.metadata->row);
+      out->set_metadata_json(std::move(hit.metadata->json));
+    }
+    search->call->Reply(absl::OkStatus());
+  });
+}
+
+// The ticket of a text or image query: its features, normalized as the
+// indexed embeddings are, go to the search.
+std::shared_ptr<EncodeTicket> QueryTicket(std::shared_ptr<SearchCall> search,
+                                          absl::Time deadline) {
+  return std::make_shared<EncodeTicket>(
+      1, deadline, [search](absl::StatusOr<torch::Tensor> features) {
+        if (!features.ok()) {
+          search->call->Reply(features.status());
+          return;
+        }
+        SearchAndReply(search, torch::nn::functional::normalize(
+                                   features->to(torch::kFloat),
+                                   torch::nn::functional::NormalizeFuncOptions().dim(-1)));
+      });
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ClipService::Search(grpc::CallbackServerContext* context,
+                                              const v1::SearchRequest* request,
+                                              v1::SearchResponse* response) {
+  auto* call = new UnaryCall("Search", this);
+  const LimitsConfig& limits = options_.limits;
+  absl::Status valid = CheckAccess(*context);
+  if (valid.ok()) valid = CheckMessageSize(*request);
+  const ServedIndex* index = nullptr;
+  if (valid.ok()) {
+    absl::StatusOr<const ServedIndex*> found = indexes_->Find(request->index());
+    if (found.ok()) {
+      index = *found;
+    } else {
+      valid = found.status();
+    }
+  }
+  const int k = request->k() == 0 ? kDefaultSearchK : request->k();
+  if (valid.ok() && (k < 1 || k > limits.max_search_k)) {
+    valid = absl::InvalidArgumentError(absl::StrCat("k is ", request->k(), "; it must be 1 to ",
+                                                    limits.max_search_k, " (0 means ",
+                                                    kDefaultSearchK, ")"));
+  }
+  auto search = std::make_shared<SearchCall>();
+  ServedModel* model = nullptr;
+  if (valid.ok()) {
+    switch (request->query_case()) {
+      case v1::SearchRequest::kEmbedding: {
+        const auto& values = request->embedding().values();
+        if (values.size() != index->folder->dim()) {
+          valid = absl::InvalidArgumentError(
+              absl::StrCat("the embedding has ", values.size(), " values; index ",
+                           index->config.name, " holds ", index->folder->dim(), "-d vectors"));
+        } else if (!std::all_of(values.begin(), values.end(),
+                                [](float v) { return std::isfinite(v); })) {
+          valid = absl::InvalidArgumentError("the embedding has a NaN or infinite value");
+        }
+        break;
+      }
+      case v1::SearchRequest::kText:
+        if (static_cast<int64_t>(request->text().size()) > limits.max_text_bytes) {
+          valid = absl::InvalidArgumentError(absl::StrCat("the text is ", request->text().size(),
+                                                          " bytes; the limit is ",
+                                                          limits.max_text_bytes));
+        }
+        *search->texts.Add() = request->text();
+        break;
+      case v1::SearchRequest::kImage:
+        *search->images.Add() = request->image();
+        valid = ValidateImages(search->images);
+        break;
+      case v1::SearchRequest::QUERY_NOT_SET:
+        valid = absl::InvalidArgumentError(
+            "the request has no query: set text, image or embedding");
+        break;
+    }
+  }
+  if (valid.ok() && request->query_case() != v1::SearchRequest::kEmbedding) {
+    absl::StatusOr<ServedModel*> found = models_->Find(index->config.model);
+    if (found.ok()) {
+      model = *found;
+    } else {
+      valid = found.status();
+    }
+  }
+  if (!valid.ok()) {
+    call->Reply(valid);
+    return call;
+  }
+  search->call = call;
+  search->index = index;
+  search->k = k;
+  search->response = response;
+  search->pool = pool_;
+  response->set_index(index->config.name);
+  switch (request->query_case()) {
+    case v1::SearchRequest::kEmbedding: {
+      const auto& values = request->embedding().values();
+      SearchAndReply(search, torch::from_blob(const_cast<float*>(values.data()),
+                                              {1, static_cast<int64_t>(values.size())},
+                                              torch::kFloat)
+                                 .clone());
+      break;
+    }
+    case v1::SearchRequest::kText: {
+      response->set_model(model->serving_config().name);
+      std::shared_ptr<EncodeTicket> ticket = QueryTicket(search, CallDeadline(*context));
+      call->Track(ticket);
+      SubmitTexts(model, &search->texts, std::move(ticket));
+      break;
+    }
+    default: {  // kImage
+      response->set_model(model->serving_config().name);
+      std::shared_ptr<EncodeTicket> ticket = QueryTicket(search, CallDeadline(*context));
+      call->Track(ticket);
+      SubmitImages(model, &search->images, std::move(ticket));
+      break;
+    }
+  }
+  return call;
 }
 
 grpc::ServerUnaryReactor* ClipService::ListModels(grpc::CallbackServerContext* context,

@@ -5,7 +5,7 @@
 // finished exactly once, with its status code (see proto/oclip/v1/clip.proto
 // for the codes), cancelled and refused calls included.
 //
-// Lifetime: the registry, pool and metrics must outlive the service, and the
+// Lifetime: the registries, pool and metrics must outlive the service, and the
 // gRPC server must be shut down (every call finished) before the pool and
 // the models are destroyed.
 //
@@ -25,6 +25,7 @@
 #include "oclip/v1/clip.grpc.pb.h"
 #include "server/encode_ticket.h"
 #include "server/grpc_util.h"
+#include "server/index_registry.h"
 #include "server/model_registry.h"
 #include "server/server_config.h"
 #include "server/serving_metrics.h"
@@ -43,8 +44,8 @@ struct ClipServiceOptions {
 
 class ClipService final : public v1::Clip::CallbackService {
  public:
-  ClipService(const ClipServiceOptions& options, ModelRegistry* models, ThreadPool* pool,
-              ServingMetrics* metrics);
+  ClipService(const ClipServiceOptions& options, ModelRegistry* models,
+              const IndexRegistry* indexes, ThreadPool* pool, ServingMetrics* metrics);
 
   // From now on new calls get UNAVAILABLE; calls already accepted go on.
   void StartDraining() { draining_.store(true); }
@@ -65,10 +66,15 @@ class ClipService final : public v1::Clip::CallbackService {
                                        v1::ListModelsResponse* response) override;
   grpc::ServerBidiReactor<v1::EncodeImageStreamRequest, v1::EncodeImageStreamResponse>*
   EncodeImageStream(grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* Search(grpc::CallbackServerContext* context,
+                                   const v1::SearchRequest* request,
+                                   v1::SearchResponse* response) override;
 
   // The parts the reactors share (public for the stream reactor).
 
-  // Authentication and draining; then the model (empty name = default).
+  // Authentication and draining.
+  absl::Status CheckAccess(const grpc::CallbackServerContext& context) const;
+  // CheckAccess(); then the model (empty name = default).
   absl::StatusOr<ServedModel*> Admit(const grpc::CallbackServerContext& context,
                                      const std::string& model) const;
   // INVALID_ARGUMENT for a request larger than limits.max_message_bytes
@@ -97,6 +103,7 @@ class ClipService final : public v1::Clip::CallbackService {
   const ClipServiceOptions options_;
   const TokenAuthenticator authenticator_;
   ModelRegistry* const models_;
+  const IndexRegistry* const indexes_;
   ThreadPool* const pool_;
   ServingMetrics* const metrics_;
   std::atomic<bool> draining_{false};

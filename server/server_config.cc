@@ -143,16 +143,20 @@ MaybeError CheckHost(const std::string& path, const std::string& host) {
   return std::nullopt;
 }
 
+MaybeError ValidateName(const std::string& name, const std::string& path,
+                        absl::string_view what_for) {
+  if (name.empty()) return Invalid(path, absl::StrCat("is required: the name ", what_for));
+  if (name.size() > kMaxModelNameLength ||
+      !std::all_of(name.begin(), name.end(), IsModelNameChar)) {
+    return Invalid(path, absl::StrCat("'", name, "' must be 1 to ", kMaxModelNameLength,
+                                      " characters of [A-Za-z0-9._-]"));
+  }
+  return std::nullopt;
+}
+
 MaybeError ValidateModel(const ModelServingConfig& model, const std::string& path) {
-  const std::string name_path = JoinPath(path, "name");
-  if (model.name.empty()) {
-    return Invalid(name_path, "is required: the name requests use to pick this model");
-  }
-  if (model.name.size() > kMaxModelNameLength ||
-      !std::all_of(model.name.begin(), model.name.end(), IsModelNameChar)) {
-    return Invalid(name_path, absl::StrCat("'", model.name, "' must be 1 to ", kMaxModelNameLength,
-                                           " characters of [A-Za-z0-9._-]"));
-  }
+  OCLIP_CONFIG_CHECK_(
+      ValidateName(model.name, JoinPath(path, "name"), "requests use to pick this model"));
   if (model.pretrained.empty()) {
     return Invalid(JoinPath(path, "pretrained"),
                    "must not be empty: a pretrained tag, a checkpoint path, or 'random'");
@@ -189,6 +193,34 @@ MaybeError ValidateModel(const ModelServingConfig& model, const std::string& pat
   return std::nullopt;
 }
 
+MaybeError ValidateIndex(const IndexServingConfig& index, const std::string& path,
+                         const std::map<std::string, size_t>& model_names) {
+  OCLIP_CONFIG_CHECK_(
+      ValidateName(index.name, JoinPath(path, "name"), "Search requests use to pick this index"));
+  if (index.kind != "image" && index.kind != "text") {
+    return Invalid(JoinPath(path, "kind"),
+                   absl::StrCat("'", index.kind, "' is not one of image, text"));
+  }
+  if (index.folder.empty()) {
+    return Invalid(JoinPath(path, "folder"),
+                   "is required: the folder `oclip index build` wrote");
+  }
+  OCLIP_CONFIG_CHECK_(CheckFileAt(JoinPath(path, "folder"),
+                                  absl::StrCat(index.folder, "/", index.kind, ".index")));
+  OCLIP_CONFIG_CHECK_(
+      CheckFileAt(JoinPath(path, "folder"), absl::StrCat(index.folder, "/metadata.sqlite")));
+  if (!index.model.empty() && model_names.count(index.model) == 0) {
+    std::vector<std::string> known;
+    for (const auto& [name, position] : model_names) known.push_back(name);
+    return Invalid(JoinPath(path, "model"),
+                   absl::StrCat("'", index.model, "' is not one of the models (",
+                                absl::StrJoin(known, ", "), ")"));
+  }
+  OCLIP_CONFIG_CHECK_(CheckAtLeast(JoinPath(path, "nprobe"), index.nprobe, 0));
+  OCLIP_CONFIG_CHECK_(CheckAtLeast(JoinPath(path, "ef_search"), index.ef_search, 0));
+  return std::nullopt;
+}
+
 MaybeError ValidateLimits(const LimitsConfig& limits) {
   OCLIP_CONFIG_CHECK_(
       CheckAtLeast("limits.max_items_per_request", limits.max_items_per_request, 1));
@@ -202,6 +234,7 @@ MaybeError ValidateLimits(const LimitsConfig& limits) {
   OCLIP_CONFIG_CHECK_(CheckAtLeast("limits.max_templates", limits.max_templates, 1));
   OCLIP_CONFIG_CHECK_(
       CheckAtLeast("limits.classifier_cache_size", limits.classifier_cache_size, 0));
+  OCLIP_CONFIG_CHECK_(CheckAtLeast("limits.max_search_k", limits.max_search_k, 1));
   for (size_t i = 0; i < limits.allowed_uri_prefixes.size(); ++i) {
     if (limits.allowed_uri_prefixes[i].empty()) {
       return Invalid(IndexPath("limits.allowed_uri_prefixes", i),
@@ -277,6 +310,17 @@ MaybeError Validate(const ServerConfig& config) {
     return Invalid("server.default_model",
                    absl::StrCat("'", config.default_model, "' is not one of the models (",
                                 absl::StrJoin(known, ", "), ")"));
+  }
+  std::map<std::string, size_t> index_names;
+  for (size_t i = 0; i < config.indexes.size(); ++i) {
+    const std::string path = IndexPath("indexes", i);
+    OCLIP_CONFIG_CHECK_(ValidateIndex(config.indexes[i], path, names));
+    auto [it, inserted] = index_names.emplace(config.indexes[i].name, i);
+    if (!inserted) {
+      return Invalid(JoinPath(path, "name"),
+                     absl::StrCat("duplicate index name '", config.indexes[i].name, "' (also ",
+                                  IndexPath("indexes", it->second), ".name)"));
+    }
   }
   OCLIP_CONFIG_CHECK_(ValidateLimits(config.limits));
   OCLIP_CONFIG_CHECK_(ValidateTls(config.tls));
@@ -563,25 +607,47 @@ class ConfigReader {
     };
   }
 
-  FieldReader Models(std::vector<ModelServingConfig>* out) {
-    return [this, out](const YAML::Node& node, const std::string& path) -> absl::Status {
+  // A list of maps, each read into a T with the fields `fields_of` gives.
+  // `expected` describes an item for the error on anything but a list.
+  template <typename T, typename FieldsOf>
+  FieldReader ListOfMaps(std::vector<T>* out, absl::string_view expected, FieldsOf fields_of) {
+    return [this, out, expected, fields_of](const YAML::Node& node,
+                                            const std::string& path) -> absl::Status {
       out->clear();
       if (node.IsNull()) return absl::OkStatus();
       if (!node.IsSequence()) {
         return ErrorAt(node, path,
-                       absl::StrCat("expected a list of models (maps with at least a name), got ",
-                                    Describe(node)));
+                       absl::StrCat("expected a list of ", expected, ", got ", Describe(node)));
       }
       for (size_t i = 0; i < node.size(); ++i) {
         const YAML::Node item = node[i];
         const std::string item_path = IndexPath(path, i);
         Remember(item_path, item.Mark());
-        ModelServingConfig model;
-        OCLIP_RETURN_IF_ERROR(ReadMap(item, item_path, ModelFields(&model)));
-        out->push_back(std::move(model));
+        T value;
+        OCLIP_RETURN_IF_ERROR(ReadMap(item, item_path, fields_of(&value)));
+        out->push_back(std::move(value));
       }
       return absl::OkStatus();
     };
+  }
+
+  FieldReader Models(std::vector<ModelServingConfig>* out) {
+    return ListOfMaps(out, "models (maps with at least a name)",
+                      [this](ModelServingConfig* model) { return ModelFields(model); });
+  }
+
+  FieldReader Indexes(std::vector<IndexServingConfig>* out) {
+    return ListOfMaps(out, "indexes (maps with a name and a folder)",
+                      [this](IndexServingConfig* index) -> std::vector<Field> {
+                        return {
+                            {"name", String(&index->name)},
+                            {"folder", String(&index->folder)},
+                            {"kind", String(&index->kind)},
+                            {"model", String(&index->model)},
+                            {"nprobe", Int(&index->nprobe)},
+                            {"ef_search", Int(&index->ef_search)},
+                        };
+                      });
   }
 
   std::vector<Field> ModelFields(ModelServingConfig* m) {
@@ -615,6 +681,7 @@ class ConfigReader {
                        {"default_model", String(&c->default_model)},
                    })},
         {"models", Models(&c->models)},
+        {"indexes", Indexes(&c->indexes)},
         {"limits", Map({
                        {"max_items_per_request", Int(&l->max_items_per_request)},
                        {"max_message_bytes", Bytes(&l->max_message_bytes)},
@@ -624,6 +691,7 @@ class ConfigReader {
                        {"max_labels", Int(&l->max_labels)},
                        {"max_templates", Int(&l->max_templates)},
                        {"classifier_cache_size", Int(&l->classifier_cache_size)},
+                       {"max_search_k", Int(&l->max_search_k)},
                        {"allowed_uri_prefixes", StringList(&l->allowed_uri_prefixes)},
                    })},
         {"tls", Map({

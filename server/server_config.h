@@ -2,11 +2,12 @@
 // and the checks that make a bad configuration fail once, at start, with one
 // clear error instead of a surprise under load.
 //
-// server.yaml has five top-level sections, all optional but `models`:
+// server.yaml has six top-level sections, all optional but `models`:
 //
 //   server:  host, port, metrics_host, metrics_port, preprocess_threads,
 //            torch_threads, shutdown_grace, json_logs, default_model
 //   models:  a list of maps with the ModelServingConfig keys (snake_case)
+//   indexes: a list of maps with the IndexServingConfig keys
 //   limits:  the LimitsConfig keys
 //   tls:     cert_file, key_file, client_ca_file
 //   auth:    tokens_file, tokens_env
@@ -101,6 +102,26 @@ struct ModelServingConfig {
   std::string templates_file;
 };
 
+// One searchable index: a folder `oclip index build` wrote, served under a
+// name for the Search RPC.
+struct IndexServingConfig {
+  // The name Search requests use. Required, unique among the indexes, 1 to
+  // 128 characters of [A-Za-z0-9._-].
+  std::string name;
+  // The index folder (holding KIND.index and metadata.sqlite). Required; the
+  // files must exist.
+  std::string folder;
+  // Which embeddings the index holds: "image" (default) or "text".
+  std::string kind = "image";
+  // The served model that encodes text and image queries; it must be the
+  // model that computed the indexed embeddings. Empty = the default model.
+  std::string model;
+  // Overrides of the search parameters tuned at build time; 0 (default) keeps
+  // them. >= 0.
+  int nprobe = 0;
+  int ef_search = 0;
+};
+
 // Per-request bounds: what one client may ask of the server.
 struct LimitsConfig {
   // Images or texts in one request. Default 256, >= 1.
@@ -122,6 +143,8 @@ struct LimitsConfig {
   // Zero-shot classifiers (label set x templates x model) kept in the LRU
   // cache. Default 64, >= 0 (0: no caching).
   int classifier_cache_size = 64;
+  // Hits one Search request may ask for. Default 1000, >= 1.
+  int max_search_k = 1000;
   // ImageInput.uri is accepted only when it starts with one of these prefixes
   // (e.g. "file:///data/images/"); empty (the default) = uris are refused.
   // Entries must not be empty (an empty prefix would allow every uri). The
@@ -177,6 +200,8 @@ struct ServerConfig {
   std::string default_model;
   // The served models; at least one.
   std::vector<ModelServingConfig> models;
+  // Indexes for the Search RPC; none by default.
+  std::vector<IndexServingConfig> indexes;
   LimitsConfig limits;
   TlsConfig tls;
   AuthConfig auth;
@@ -194,7 +219,8 @@ absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
 // The rules a config must follow, whichever way it was built (server.yaml or
 // command-line flags): the ranges documented on each field, unique valid model
 // names, default_model among them, tls with both cert and key, and the files
-// the config names existing and readable. Errors name the key path
+// the config names existing and readable, every index's model among the
+// models. Errors name the key path
 // ("models[1].devices[0]: ...").
 absl::Status ValidateServerConfig(const ServerConfig& config);
 

@@ -329,7 +329,8 @@ TEST(HelpTest, EveryCommandHasHelp) {
   const std::vector<std::vector<std::string>> commands = {
       {"models"},        {"encode"},        {"classify"},           {"fetch"},
       {"serve"},         {"embed"},         {"index", "build"},     {"index", "search"},
-      {"client", "health"}, {"client", "encode-image"}, {"bench", "serve"}, {"bench", "encode"}};
+      {"client", "health"}, {"client", "encode-image"}, {"client", "search"},
+      {"bench", "serve"}, {"bench", "encode"}};
   for (const std::vector<std::string>& command : commands) {
     std::vector<std::string> args = command;
     args.push_back("--help");

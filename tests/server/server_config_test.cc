@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <string>
@@ -531,6 +532,64 @@ TEST(ServerConfigErrorsTest, MissingFilesAreNotFound) {
            {"a directory",
             absl::StrCat(kOneModel, "auth:\n  tokens_file: ", ::oclip::testing::ScratchDir(), "\n"),
             absl::StatusCode::kInvalidArgument, "auth.tokens_file", "regular file"},
+       }) {
+    ExpectError(c);
+  }
+}
+
+// An index folder as `oclip index build` leaves it (the files need only
+// exist for the config; the server opens them).
+std::string FakeIndexFolder(const std::string& name) {
+  const std::string folder = ScratchPath(name);
+  std::filesystem::create_directories(folder);
+  std::ofstream(folder + "/image.index") << "x";
+  std::ofstream(folder + "/metadata.sqlite") << "x";
+  return folder;
+}
+
+TEST(ServerConfigTest, IndexesAreReadWithTheirDefaults) {
+  const std::string folder = FakeIndexFolder("config_index");
+  absl::StatusOr<ServerConfig> config = Parse(absl::StrCat(
+      kOneModel, "indexes:\n  - name: laion\n    folder: ", folder,
+      "\n  - name: tuned\n    folder: ", folder,
+      "\n    model: m\n    nprobe: 64\n    ef_search: 32\nlimits:\n  max_search_k: 50\n"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->indexes.size(), 2u);
+  EXPECT_EQ(config->indexes[0].name, "laion");
+  EXPECT_EQ(config->indexes[0].folder, folder);
+  EXPECT_EQ(config->indexes[0].kind, "image");
+  EXPECT_EQ(config->indexes[0].model, "");
+  EXPECT_EQ(config->indexes[0].nprobe, 0);
+  EXPECT_EQ(config->indexes[1].model, "m");
+  EXPECT_EQ(config->indexes[1].nprobe, 64);
+  EXPECT_EQ(config->indexes[1].ef_search, 32);
+  EXPECT_EQ(config->limits.max_search_k, 50);
+}
+
+TEST(ServerConfigErrorsTest, IndexRuleViolations) {
+  const std::string folder = FakeIndexFolder("config_index_rules");
+  const std::string index = absl::StrCat(kOneModel, "indexes:\n  - name: i\n    folder: ", folder);
+  const auto kInvalid = absl::StatusCode::kInvalidArgument;
+  for (const ErrorCase& c : std::vector<ErrorCase>{
+           {"no name", absl::StrCat(kOneModel, "indexes:\n  - folder: ", folder, "\n"), kInvalid,
+            "indexes[0].name", "required"},
+           {"no folder", absl::StrCat(kOneModel, "indexes:\n  - name: i\n"), kInvalid,
+            "indexes[0].folder", "required"},
+           {"bad kind", absl::StrCat(index, "\n    kind: audio\n"), kInvalid, "indexes[0].kind",
+            "image, text"},
+           {"no text index", absl::StrCat(index, "\n    kind: text\n"),
+            absl::StatusCode::kNotFound, "indexes[0].folder", "text.index"},
+           {"unknown model", absl::StrCat(index, "\n    model: other\n"), kInvalid,
+            "indexes[0].model", "not one of the models (m)"},
+           {"negative nprobe", absl::StrCat(index, "\n    nprobe: -1\n"), kInvalid,
+            "indexes[0].nprobe"},
+           {"duplicate", absl::StrCat(index, "\n  - name: i\n    folder: ", folder, "\n"),
+            kInvalid, "indexes[1].name", "duplicate index name 'i'"},
+           {"unknown key", absl::StrCat(index, "\n    nprobes: 3\n"), kInvalid,
+            "indexes[0].nprobes"},
+           {"not a list", absl::StrCat(kOneModel, "indexes: 3\n"), kInvalid, "indexes"},
+           {"max_search_k", absl::StrCat(kOneModel, "limits:\n  max_search_k: 0\n"), kInvalid,
+            "limits.max_search_k"},
        }) {
     ExpectError(c);
   }
