@@ -1,7 +1,6 @@
 // `oclip bench`: throughput of the encode paths, one JSON object per run on
 // stdout. Speed is measured here (and in bench/), never in tests.
 
-#include <chrono>
 #include <iostream>
 #include <vector>
 
@@ -9,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "cli/bench_util.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "cli/model_flags.h"
@@ -19,24 +19,6 @@
 
 namespace oclip::cli {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// Calls `step` (which processes `items_per_step` items) until `seconds` have
-// passed (at least twice, after one warm-up call); returns items per second.
-template <typename Step>
-absl::StatusOr<double> MeasureThroughput(double seconds, int64_t items_per_step, Step step) {
-  OCLIP_RETURN_IF_ERROR(step());  // Warm-up: caches, allocator, lazy init.
-  int64_t steps = 0;
-  const auto start = Clock::now();
-  double elapsed = 0;
-  while (steps < 2 || elapsed < seconds) {
-    OCLIP_RETURN_IF_ERROR(step());
-    ++steps;
-    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  }
-  return static_cast<double>(steps * items_per_step) / elapsed;
-}
 
 absl::Status BenchPreprocess(const std::string& image, int64_t size, bool fast, double seconds) {
   if (image.empty()) return absl::InvalidArgumentError("--image is required");
@@ -132,8 +114,10 @@ absl::Status BenchTokenize(const std::string& tokenizer_path, const std::string&
 int RunBench(int argc, char** argv) {
   const std::string kind = argc > 0 ? argv[0] : "";
   if (kind == "serve") return RunBenchServe(argc - 1, argv + 1);
+  if (kind == "embed") return RunBenchEmbed(argc - 1, argv + 1);
+  if (kind == "index") return RunBenchIndex(argc - 1, argv + 1);
   if (kind != "preprocess" && kind != "encode" && kind != "tokenize") {
-    std::cerr << "usage: oclip bench preprocess|tokenize|encode|serve [flags] "
+    std::cerr << "usage: oclip bench preprocess|tokenize|encode|serve|embed|index [flags] "
                  "(see oclip bench KIND --help)\n";
     return 2;
   }

@@ -68,4 +68,13 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   return std::move(out).str();
 }
 
+absl::Status WriteStringToFile(const std::string& path, absl::string_view contents) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return ErrnoStatus("cannot create", path, errno ? errno : EACCES);
+  out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+  out.close();
+  if (!out) return ErrnoStatus("cannot write", path, errno ? errno : EIO);
+  return absl::OkStatus();
+}
+
 }  // namespace oclip

@@ -46,6 +46,11 @@ class MappedFile {
 // Reads a whole file into a string (for small files: configs, JSON).
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
+// Creates or truncates `path` and writes `contents` (not atomically: for
+// scratch and benchmark files; outputs that must never be seen half-written
+// go through a temporary name and a rename).
+absl::Status WriteStringToFile(const std::string& path, absl::string_view contents);
+
 }  // namespace oclip
 
 #endif  // OCLIP_CORE_MAPPED_FILE_H_

@@ -35,4 +35,22 @@ TEST(MappedFileTest, ErrorsSayWhatIsWrong) {
 }
 
 }  // namespace
+TEST(WriteStringToFileTest, WritesWhatReadFileToStringReads) {
+  const std::string path = ScratchPath("written.bin");
+  const std::string contents("line\n\0binary", 13);
+  ASSERT_TRUE(WriteStringToFile(path, contents).ok());
+  absl::StatusOr<std::string> read = ReadFileToString(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, contents);
+  ASSERT_TRUE(WriteStringToFile(path, "short").ok());  // Truncates.
+  EXPECT_EQ(*ReadFileToString(path), "short");
+}
+
+TEST(WriteStringToFileTest, MissingDirectoryIsAnErrorNamingThePath) {
+  const std::string path = ScratchPath("no_such_dir/file.txt");
+  const absl::Status status = WriteStringToFile(path, "x");
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_NE(status.message().find(path), std::string::npos) << status;
+}
+
 }  // namespace oclip
