@@ -36,6 +36,7 @@
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "core/mapped_file.h"
+#include "core/npy.h"
 #include "core/status.h"
 #include "index/embedding_files.h"
 #include "index/index_builder.h"
@@ -106,8 +107,8 @@ absl::StatusOr<torch::Tensor> WriteEmbeddings(const BenchIndexFlags& flags,
   for (int64_t first = 0, p = 0; first < flags.vectors; first += kPartitionRows, ++p) {
     const int64_t rows = std::min(kPartitionRows, flags.vectors - first);
     std::vector<float> values = generator.Sample(rows);
-    OCLIP_RETURN_IF_ERROR(index::WriteNpyFloat16(
-        absl::StrFormat("%s/img_emb/img_emb_%d.npy", folder, p), rows, flags.dim, values));
+    OCLIP_RETURN_IF_ERROR(WriteNpyFloat16(absl::StrFormat("%s/img_emb/img_emb_%d.npy", folder, p),
+                                          {rows, flags.dim}, values));
     std::string metadata;
     for (int64_t r = 0; r < rows; ++r) {
       absl::StrAppendFormat(&metadata,

@@ -70,7 +70,11 @@ absl::Status Embed(const EmbedFlags& flags) {
   options.enable_image = flags.enable_image;
   options.enable_text = flags.enable_text;
   options.enable_metadata = flags.enable_metadata;
-  OCLIP_ASSIGN_OR_RETURN(options.output_dtype, ParseNpyDtype(flags.output_dtype));
+  absl::StatusOr<NpyDtype> dtype = ParseNpyDtype(flags.output_dtype);
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--output-dtype: ", dtype.status().message()));
+  }
+  options.output_dtype = *dtype;
   OCLIP_ASSIGN_OR_RETURN(options.output_partition_count,
                          ToInt(flags.output_partition_count, "output-partition-count"));
   if (flags.write_batch_size < 1) {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -20,89 +21,160 @@ namespace {
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr size_t kMagicLen = 6;
 
-}  // namespace
-
-absl::Status WriteNpyFloat32(const std::string& path,
-                             absl::Span<const int64_t> shape,
-                             absl::Span<const float> values) {
-  int64_t elements = 1;
-  for (int64_t d : shape) elements *= d;
-  if (elements != static_cast<int64_t>(values.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("npy shape holds ", elements, " values, got ", values.size()));
-  }
-  // numpy's spelling: (3,) and (2, 3).
-  std::string dims = absl::StrJoin(shape, ", ");
-  if (shape.size() == 1) dims.push_back(',');
-  std::string header = absl::StrCat("{'descr': '<f4', 'fortran_order': False, 'shape': (",
-                                    dims, "), }");
-  // Magic + version + 2-byte length + header + '\n' is a multiple of 64.
-  const size_t prefix = kMagicLen + 2 + 2;
-  header.append((64 - (prefix + header.size() + 1) % 64) % 64, ' ');
-  header.push_back('\n');
-  const uint16_t header_len = static_cast<uint16_t>(header.size());
-
+// Writes `header` then `data` to `path` via a temporary file and a rename.
+absl::Status WriteNpyAtomically(const std::string& path, const std::string& header,
+                                const void* data, size_t bytes) {
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) {
-    return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
-  }
-  const uint8_t version[2] = {1, 0};
-  bool ok = std::fwrite(kMagic, 1, kMagicLen, f) == kMagicLen &&
-            std::fwrite(version, 1, 2, f) == 2 &&
-            std::fwrite(&header_len, 2, 1, f) == 1 &&
-            std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
-            (values.empty() ||
-             std::fwrite(values.data(), sizeof(float), values.size(), f) == values.size());
+  if (f == nullptr) return ErrnoToStatus(errno, absl::StrCat("cannot create ", tmp));
+  bool ok = std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
+            (bytes == 0 || std::fwrite(data, 1, bytes, f) == bytes);
   ok = (std::fclose(f) == 0) && ok;
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int error = errno;
     std::remove(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+    return ErrnoToStatus(error, absl::StrCat("cannot write ", path));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<NpyFloat32> ReadNpyFloat32(const std::string& path) {
-  OCLIP_ASSIGN_OR_RETURN(auto file, MappedFile::Open(path));
-  auto corrupt = [&path](const std::string& why) {
-    return absl::DataLossError(absl::StrCat(path, ": not a float32 .npy file: ", why));
+absl::StatusOr<int64_t> CheckedElements(absl::Span<const int64_t> shape, size_t values) {
+  int64_t elements = 1;
+  for (int64_t d : shape) {
+    if (d < 0) return absl::InvalidArgumentError("npy shape has a negative dimension");
+    elements *= d;
+  }
+  if (elements != static_cast<int64_t>(values)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("npy shape (", absl::StrJoin(shape, ", "), ") holds ", elements,
+                     " values, got ", values));
+  }
+  return elements;
+}
+
+}  // namespace
+
+absl::StatusOr<NpyDtype> ParseNpyDtype(absl::string_view name) {
+  if (name == "float16") return NpyDtype::kFloat16;
+  if (name == "float32") return NpyDtype::kFloat32;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype '", name, "'; expected float16 or float32"));
+}
+
+int64_t NpyHeader::num_elements() const {
+  int64_t elements = 1;
+  for (int64_t d : shape) elements *= d;
+  return elements;
+}
+
+absl::StatusOr<NpyHeader> ParseNpyHeader(absl::string_view prefix) {
+  auto corrupt = [](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("not a float16/float32 .npy file: ", why));
   };
-  if (file->size() < kMagicLen + 4 ||
-      std::memcmp(file->data(), kMagic, kMagicLen) != 0) {
+  if (prefix.size() < kMagicLen + 4 || prefix.substr(0, kMagicLen) != kMagic) {
     return corrupt("bad magic");
   }
-  if (file->data()[6] != 1) return corrupt("only format version 1.0 is read");
-  uint16_t header_len = 0;
-  std::memcpy(&header_len, file->data() + 8, 2);
-  if (10u + header_len > file->size()) return corrupt("truncated header");
-  std::string_view header(reinterpret_cast<const char*>(file->data() + 10), header_len);
-  if (header.find("'descr': '<f4'") == std::string_view::npos) return corrupt("dtype is not <f4");
-  if (header.find("'fortran_order': False") == std::string_view::npos) {
-    return corrupt("Fortran order");
+  const int major = static_cast<uint8_t>(prefix[6]);
+  size_t header_len = 0;
+  size_t header_start = 0;
+  if (major == 1) {
+    header_len = static_cast<uint8_t>(prefix[8]) | (static_cast<uint8_t>(prefix[9]) << 8);
+    header_start = 10;
+  } else if (major == 2 || major == 3) {
+    if (prefix.size() < 12) return corrupt("truncated header");
+    for (int i = 3; i >= 0; --i) {
+      header_len = (header_len << 8) | static_cast<uint8_t>(prefix[8 + i]);
+    }
+    header_start = 12;
+  } else {
+    return corrupt(absl::StrCat("unknown format version ", major));
   }
-  size_t open = header.find("'shape': (");
-  size_t close = header.find(')', open);
-  if (open == std::string_view::npos || close == std::string_view::npos) {
-    return corrupt("no shape");
+  if (header_start + header_len > prefix.size()) return corrupt("truncated header");
+  const absl::string_view header = prefix.substr(header_start, header_len);
+
+  NpyHeader out;
+  if (absl::StrContains(header, "'descr': '<f4'")) {
+    out.dtype = NpyDtype::kFloat32;
+  } else if (absl::StrContains(header, "'descr': '<f2'")) {
+    out.dtype = NpyDtype::kFloat16;
+  } else {
+    return corrupt("dtype is neither '<f4' nor '<f2'");
   }
-  absl::string_view dims(header.data() + open + 10, close - open - 10);
-  NpyFloat32 out;
-  int64_t elements = 1;
-  for (absl::string_view part : absl::StrSplit(dims, ',', absl::SkipWhitespace())) {
+  if (!absl::StrContains(header, "'fortran_order': False")) return corrupt("Fortran order");
+  const size_t open = header.find("'shape': (");
+  const size_t close = open == absl::string_view::npos ? open : header.find(')', open);
+  if (close == absl::string_view::npos) return corrupt("no shape");
+  for (absl::string_view part :
+       absl::StrSplit(header.substr(open + 10, close - open - 10), ',', absl::SkipWhitespace())) {
     int64_t d = 0;
     if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &d) || d < 0) {
       return corrupt("bad shape");
     }
     out.shape.push_back(d);
-    elements *= d;
   }
-  const size_t data_offset = 10u + header_len;
-  if (file->size() - data_offset != static_cast<size_t>(elements) * sizeof(float)) {
+  out.data_offset = header_start + header_len;
+  return out;
+}
+
+absl::StatusOr<std::string> NpyHeaderBytes(NpyDtype dtype, absl::Span<const int64_t> shape,
+                                           size_t padded_size) {
+  // numpy's spelling: (3,) and (2, 3).
+  std::string dims = absl::StrJoin(shape, ", ");
+  if (shape.size() == 1) dims.push_back(',');
+  std::string dict = absl::StrCat("{'descr': '", dtype == NpyDtype::kFloat16 ? "<f2" : "<f4",
+                                  "', 'fortran_order': False, 'shape': (", dims, "), }");
+  // Magic + version + 2-byte length + dict + '\n'.
+  const size_t prefix = kMagicLen + 2 + 2;
+  const size_t unpadded = prefix + dict.size() + 1;
+  const size_t size = padded_size != 0 ? padded_size : (unpadded + 63) / 64 * 64;
+  if (unpadded > size || size - prefix > 0xffff) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("npy header of ", unpadded, " bytes does not fit in ", size));
+  }
+  dict.append(size - unpadded, ' ');
+  dict.push_back('\n');
+  std::string bytes(kMagic, kMagicLen);
+  bytes.push_back('\x01');
+  bytes.push_back('\x00');
+  bytes.push_back(static_cast<char>(dict.size() & 0xff));
+  bytes.push_back(static_cast<char>(dict.size() >> 8));
+  return bytes + dict;
+}
+
+absl::Status WriteNpyFloat32(const std::string& path,
+                             absl::Span<const int64_t> shape,
+                             absl::Span<const float> values) {
+  OCLIP_RETURN_IF_ERROR(CheckedElements(shape, values.size()).status());
+  OCLIP_ASSIGN_OR_RETURN(std::string header, NpyHeaderBytes(NpyDtype::kFloat32, shape));
+  return WriteNpyAtomically(path, header, values.data(), values.size() * sizeof(float));
+}
+
+absl::Status WriteNpyFloat16(const std::string& path, absl::Span<const int64_t> shape,
+                             absl::Span<const float> values) {
+  OCLIP_RETURN_IF_ERROR(CheckedElements(shape, values.size()).status());
+  OCLIP_ASSIGN_OR_RETURN(std::string header, NpyHeaderBytes(NpyDtype::kFloat16, shape));
+  std::vector<uint16_t> halves(values.size());
+  for (size_t i = 0; i < values.size(); ++i) halves[i] = FloatToHalf(values[i]);
+  return WriteNpyAtomically(path, header, halves.data(), halves.size() * sizeof(uint16_t));
+}
+
+absl::StatusOr<NpyFloat32> ReadNpyFloat32(const std::string& path) {
+  OCLIP_ASSIGN_OR_RETURN(auto file, MappedFile::Open(path));
+  auto corrupt = [&path](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat(path, ": ", why));
+  };
+  absl::StatusOr<NpyHeader> header = ParseNpyHeader(file->view());
+  if (!header.ok()) return corrupt(header.status().message());
+  if (header->dtype != NpyDtype::kFloat32) return corrupt("dtype is not <f4");
+  const int64_t elements = header->num_elements();
+  if (file->size() - header->data_offset != static_cast<size_t>(elements) * sizeof(float)) {
     return corrupt("data size does not match the shape");
   }
+  NpyFloat32 out;
+  out.shape = header->shape;
   out.values.resize(elements);
   if (elements > 0) {
-    std::memcpy(out.values.data(), file->data() + data_offset, elements * sizeof(float));
+    std::memcpy(out.values.data(), file->data() + header->data_offset, elements * sizeof(float));
   }
   return out;
 }

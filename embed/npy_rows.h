@@ -29,15 +29,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/npy.h"
-#include "absl/strings/string_view.h"
 
 namespace oclip {
-
-enum class NpyDtype { kFloat16, kFloat32 };
-
-// "float16" / "float32"; INVALID_ARGUMENT otherwise.
-absl::StatusOr<NpyDtype> ParseNpyDtype(absl::string_view name);
-inline int NpyDtypeBytes(NpyDtype dtype) { return dtype == NpyDtype::kFloat16 ? 2 : 4; }
 
 // Magic + version + header length + header, padded with spaces to this size.
 inline constexpr int kNpyRowsHeaderBytes = 128;

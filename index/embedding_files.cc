@@ -23,9 +23,6 @@ namespace oclip {
 namespace index {
 namespace {
 
-constexpr char kMagic[] = "\x93NUMPY";
-constexpr size_t kMagicLen = 6;
-
 // Reads the first bytes of a .npy file; the header is at most a few KiB, so
 // the data itself is never touched here.
 absl::StatusOr<std::string> ReadPrefix(const std::string& path, size_t max_bytes,
@@ -56,97 +53,26 @@ absl::StatusOr<NpyMatrixHeader> ReadNpyMatrixHeader(const std::string& path) {
   uint64_t file_size = 0;
   OCLIP_ASSIGN_OR_RETURN(std::string prefix, ReadPrefix(path, 1 << 16, &file_size));
   auto corrupt = [&path](absl::string_view why) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": not a 2-D float32/float16 .npy file: ", why));
+    return absl::DataLossError(absl::StrCat(path, ": ", why));
   };
-  if (prefix.size() < kMagicLen + 4 || std::memcmp(prefix.data(), kMagic, kMagicLen) != 0) {
-    return corrupt("bad magic");
+  absl::StatusOr<NpyHeader> header = ParseNpyHeader(prefix);
+  if (!header.ok()) return corrupt(header.status().message());
+  if (header->shape.size() != 2) {
+    return corrupt(absl::StrCat("shape has ", header->shape.size(),
+                                " dimensions, expected [n, d]"));
   }
-  const int major = static_cast<uint8_t>(prefix[6]);
-  size_t header_len = 0;
-  size_t header_start = 0;
-  if (major == 1) {
-    header_len = static_cast<uint8_t>(prefix[8]) | (static_cast<uint8_t>(prefix[9]) << 8);
-    header_start = 10;
-  } else if (major == 2 || major == 3) {
-    if (prefix.size() < 12) return corrupt("truncated header");
-    for (int i = 3; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(prefix[8 + i]);
-    header_start = 12;
-  } else {
-    return corrupt(absl::StrCat("unknown format version ", major));
-  }
-  if (header_start + header_len > prefix.size()) return corrupt("truncated header");
-  absl::string_view header(prefix.data() + header_start, header_len);
-
   NpyMatrixHeader out;
-  if (absl::StrContains(header, "'descr': '<f4'")) {
-    out.dtype = NpyDtype::kFloat32;
-  } else if (absl::StrContains(header, "'descr': '<f2'")) {
-    out.dtype = NpyDtype::kFloat16;
-  } else {
-    return corrupt("dtype is neither '<f4' nor '<f2'");
-  }
-  if (!absl::StrContains(header, "'fortran_order': False")) return corrupt("Fortran order");
-  const size_t open = header.find("'shape': (");
-  const size_t close = open == absl::string_view::npos ? open : header.find(')', open);
-  if (close == absl::string_view::npos) return corrupt("no shape");
-  std::vector<int64_t> shape;
-  for (absl::string_view part :
-       absl::StrSplit(header.substr(open + 10, close - open - 10), ',', absl::SkipWhitespace())) {
-    int64_t d = 0;
-    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &d) || d < 0) {
-      return corrupt("bad shape");
-    }
-    shape.push_back(d);
-  }
-  if (shape.size() != 2) {
-    return corrupt(absl::StrCat("shape has ", shape.size(), " dimensions, expected [n, d]"));
-  }
-  out.rows = shape[0];
-  out.cols = shape[1];
-  out.data_offset = header_start + header_len;
-  const uint64_t elem = out.dtype == NpyDtype::kFloat32 ? 4 : 2;
-  const uint64_t expected = out.data_offset + static_cast<uint64_t>(out.rows) * out.cols * elem;
+  out.dtype = header->dtype;
+  out.rows = header->shape[0];
+  out.cols = header->shape[1];
+  out.data_offset = header->data_offset;
+  const uint64_t expected =
+      out.data_offset + static_cast<uint64_t>(out.rows) * out.cols * NpyDtypeBytes(out.dtype);
   if (file_size != expected) {
     return corrupt(absl::StrCat("file has ", file_size, " bytes, shape [", out.rows, ", ",
                                 out.cols, "] needs ", expected));
   }
   return out;
-}
-
-absl::Status WriteNpyFloat16(const std::string& path, int64_t rows, int64_t cols,
-                             absl::Span<const float> values) {
-  if (rows < 0 || cols < 0 || static_cast<int64_t>(values.size()) != rows * cols) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "npy shape [", rows, ", ", cols, "] does not hold ", values.size(), " values"));
-  }
-  std::string header = absl::StrCat("{'descr': '<f2', 'fortran_order': False, 'shape': (",
-                                    rows, ", ", cols, "), }");
-  header.append((64 - (kMagicLen + 4 + header.size() + 1) % 64) % 64, ' ');
-  header.push_back('\n');
-  std::string bytes(kMagic, kMagicLen);
-  bytes.push_back('\x01');
-  bytes.push_back('\x00');
-  bytes.push_back(static_cast<char>(header.size() & 0xff));
-  bytes.push_back(static_cast<char>(header.size() >> 8));
-  bytes += header;
-  std::vector<uint16_t> halves(values.size());
-  for (size_t i = 0; i < values.size(); ++i) halves[i] = FloatToHalf(values[i]);
-
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) {
-    return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
-  }
-  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
-            (halves.empty() ||
-             std::fwrite(halves.data(), 2, halves.size(), f) == halves.size());
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<EmbeddingFiles>> EmbeddingFiles::Open(
@@ -257,7 +183,7 @@ absl::Status EmbeddingFiles::ReadRowsById(absl::Span<const int64_t> ids, float* 
     if (pos >= order.size()) break;
     if (ids[order[pos]] >= end) continue;
     OCLIP_ASSIGN_OR_RETURN(auto mapped, MappedFile::Open(file.path));
-    const size_t elem = file.header.dtype == NpyDtype::kFloat32 ? 4 : 2;
+    const size_t elem = NpyDtypeBytes(file.header.dtype);
     if (mapped->size() < file.header.data_offset + file.header.rows * dim_ * elem) {
       return absl::DataLossError(absl::StrCat(file.path, ": truncated since it was opened"));
     }

@@ -25,11 +25,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/npy.h"
 
 namespace oclip {
 namespace index {
-
-enum class NpyDtype { kFloat32, kFloat16 };
 
 // What a .npy header says about a 2-D float array.
 struct NpyMatrixHeader {
@@ -43,11 +42,6 @@ struct NpyMatrixHeader {
 // 2-D '<f4' or '<f2' array and checks that the file size matches the shape.
 // NOT_FOUND if missing, DATA_LOSS otherwise.
 absl::StatusOr<NpyMatrixHeader> ReadNpyMatrixHeader(const std::string& path);
-
-// Writes a C-order '<f2' array of shape [rows, cols] (values rounded to
-// nearest half). For tests and tools that write clip-retrieval's fp16 output.
-absl::Status WriteNpyFloat16(const std::string& path, int64_t rows,
-                             int64_t cols, absl::Span<const float> values);
 
 class EmbeddingFiles {
  public:

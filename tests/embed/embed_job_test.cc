@@ -624,7 +624,7 @@ TEST(EmbedCommandTest, OptionalOutputsAndBadFlags) {
            {{"--input-dataset", dataset.spec}, 1, "--output-folder is required"},
            {{"--input-dataset", dataset.spec, "--output-folder", out, "--output-dtype", "int8"},
             1,
-            "unknown output dtype"},
+            "--output-dtype: unknown dtype 'int8'; expected float16 or float32"},
            {{"--input-dataset", dataset.spec, "--output-folder", out, "--worker-index", "2",
              "--num-workers", "2"},
             1,

@@ -62,7 +62,7 @@ TEST(EmbeddingFilesTest, ReadsFloat16WithinHalfPrecision) {
   values[0] = 0.0f;
   values[1] = -1.0f;
   values[2] = 3.0e-6f;  // subnormal in half precision
-  ASSERT_TRUE(WriteNpyFloat16(Join(dir, "text_emb_0.npy"), 50, 16, values).ok());
+  ASSERT_TRUE(WriteNpyFloat16(Join(dir, "text_emb_0.npy"), {50, 16}, values).ok());
   auto header = ReadNpyMatrixHeader(Join(dir, "text_emb_0.npy"));
   ASSERT_TRUE(header.ok()) << header.status();
   EXPECT_EQ(header->dtype, NpyDtype::kFloat16);

@@ -386,8 +386,8 @@ TEST(BuildIndexTest, Float16InputBuildsAFlatIndexThatFindsItsRows) {
   std::filesystem::create_directories(emb);
   ClusteredGenerator gen(32, 20, 4, 1.0f, 3);
   std::vector<float> parts[2] = {gen.Sample(1500), gen.Sample(1000)};
-  ASSERT_TRUE(WriteNpyFloat16(Join(emb, "text_emb_0.npy"), 1500, 32, parts[0]).ok());
-  ASSERT_TRUE(WriteNpyFloat16(Join(emb, "text_emb_1.npy"), 1000, 32, parts[1]).ok());
+  ASSERT_TRUE(WriteNpyFloat16(Join(emb, "text_emb_0.npy"), {1500, 32}, parts[0]).ok());
+  ASSERT_TRUE(WriteNpyFloat16(Join(emb, "text_emb_1.npy"), {1000, 32}, parts[1]).ok());
 
   IndexBuildOptions options;
   options.embeddings_folder = emb;
