@@ -47,3 +47,14 @@ for single in "$image" "$work/224.jpg"; do
 done
 kill "$server_pid"
 wait "$server_pid" || true
+
+# Embedding job: `oclip embed` over a folder of copies of the image against the
+# offline model at the same batch size (measured before and after the job).
+"$oclip" bench embed --model ViT-B-32 --pretrained random --image "$image" \
+  --samples "${OCLIP_BENCH_EMBED_SAMPLES:-1024}" --batch-size "$batch" --seconds "$seconds"
+
+# Index: build time and peak memory of `oclip index build` over N synthetic
+# clustered 512-d vectors (float16 partitions, as `oclip embed` writes them),
+# then batch and single-query search speed and held-out recall@10.
+"$oclip" bench index --vectors "${OCLIP_BENCH_INDEX_VECTORS:-1000000}" --dim 512 \
+  --max-index-memory-usage 4G --min-recall 0.9 --seconds "$seconds"

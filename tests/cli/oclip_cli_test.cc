@@ -330,7 +330,7 @@ TEST(HelpTest, EveryCommandHasHelp) {
       {"models"},        {"encode"},        {"classify"},           {"fetch"},
       {"serve"},         {"embed"},         {"index", "build"},     {"index", "search"},
       {"client", "health"}, {"client", "encode-image"}, {"client", "search"},
-      {"bench", "serve"}, {"bench", "encode"}};
+      {"bench", "serve"}, {"bench", "encode"}, {"bench", "embed"}, {"bench", "index"}};
   for (const std::vector<std::string>& command : commands) {
     std::vector<std::string> args = command;
     args.push_back("--help");
