@@ -19,7 +19,8 @@ set -uo pipefail
 
 source_dir=$1
 build_dir=$2
-reference_dir=$3
+# $OCLIP_REFERENCE_DIR overrides the reference folder, as for the C++ tests.
+reference_dir=${OCLIP_REFERENCE_DIR:-$3}
 
 passed=0
 failed=0
