@@ -48,25 +48,6 @@ fi
 bundle_dir="$prefix/lib/oclip"
 mkdir -p "$bundle_dir" "$prefix/share/oclip"
 
-# The package that owns a file: dpkg knows it under the path the package
-# shipped, which may differ from the resolved one on a merged-/usr system
-# (/lib/x86_64-linux-gnu vs /usr/lib/x86_64-linux-gnu), and shared-library
-# alternatives (libblas.so.3 -> openblas-pthread/libblas.so.3) are owned only
-# at their real path. Empty when no package owns it.
-owning_package() {
-  local path=$1 candidate owner
-  local real
-  real=$(readlink -f "$path")
-  for candidate in "$real" "$path" "${real#/usr}" "/usr${real}" "${path#/usr}" "/usr${path}"; do
-    owner=$(dpkg-query -S "$candidate" 2>/dev/null | grep -v '^diversion' | head -n1 | cut -d: -f1) || true
-    if [ -n "$owner" ]; then
-      echo "$owner"
-      return 0
-    fi
-  done
-  return 0
-}
-
 # Libraries the NVIDIA container toolkit mounts from the host's driver at run
 # time: never bundled, never packaged, and absent where the image is built.
 driver_libraries='^(libcuda\.so\.1|libnvidia-ml\.so\.1)$'
@@ -89,11 +70,34 @@ if [ -n "$missing" ]; then
   exit 1
 fi
 
+mapfile -t libraries < <(awk '/=>/ && $3 ~ /^\// { print $3; next } /^\s*\// { print $1 }' <<<"$ldd_output")
+
+# The package that owns each library, from one dpkg-query call (one call per
+# file takes a minute for LibTorch's ~100 libraries). dpkg knows a file under
+# the path its package shipped, which may differ from the resolved one on a
+# merged-/usr system (/lib/x86_64-linux-gnu vs /usr/lib/x86_64-linux-gnu), and
+# shared-library alternatives (libblas.so.3 -> openblas-pthread/libblas.so.3)
+# are owned only at their real path: every spelling is asked for.
+candidates_of() {  # the spellings of $1, most specific first
+  local path=$1 real
+  real=$(readlink -f "$path")
+  printf '%s\n' "$real" "$path" "${real#/usr}" "/usr${real}" "${path#/usr}" "/usr${path}"
+}
+declare -A owner_of=()
+mapfile -t all_candidates < <(for library in "${libraries[@]}"; do candidates_of "$library"; done | sort -u)
+# "pkg:arch[, pkg2:arch]: /path"; files of no package are reported on stderr.
+while IFS= read -r line; do
+  owner_of["${line##*: }"]=$(sed -E 's/^([^:,]+).*/\1/' <<<"${line%: *}")
+done < <(dpkg-query -S "${all_candidates[@]}" 2>/dev/null | grep -v '^diversion')
+
 packages=("${extra_packages[@]}")
 bundled=0
-while read -r library; do
-  [ -n "$library" ] || continue
-  owner=$(owning_package "$library")
+for library in "${libraries[@]}"; do
+  owner=""
+  while read -r candidate; do
+    owner=${owner_of[$candidate]:-}
+    [ -n "$owner" ] && break
+  done < <(candidates_of "$library")
   if [ -n "$owner" ]; then
     packages+=("$owner")
   else
@@ -102,8 +106,7 @@ while read -r library; do
     cp -L "$library" "$bundle_dir/$(basename "$library")"
     bundled=$((bundled + 1))
   fi
-done < <(awk '/=>/ && $3 ~ /^\// { print $3; next } /^\s*\// { print $1 }' <<<"$ldd_output")
-
+done
 rmdir --ignore-fail-on-non-empty "$bundle_dir"
 
 # The installed binary must now resolve everything from the prefix and the

@@ -3,7 +3,7 @@
 //
 //   1. Commands. Every `oclip SUBCOMMAND ...` in the rendered chart (default
 //      and ci/ values: containers, init containers, exec probes, the helm test
-//      pod), in deploy/jobs/ (manifests and the sbatch script), in the
+//      pod, NOTES.txt), in deploy/jobs/ (manifests and the sbatch script), in the
 //      Dockerfile and in the code blocks of the deploy READMEs is parsed
 //      against `oclip SUBCOMMAND --help` of the built binary: every flag must
 //      exist, integer flags get integers, boolean flags take no value, and no
@@ -252,6 +252,13 @@ const rendered = valuesSets.map(([label, args]) => ({ label, docs: render(args) 
 const commands = [];
 for (const { label, docs } of rendered) {
   for (const doc of docs) commands.push(...commandsInManifest(doc, `chart (${label})`));
+}
+// NOTES.txt, as `helm install` prints it (rendered client-side, no cluster).
+for (const [label, args] of valuesSets) {
+  const install = run(helm, ["install", "oclip", chartDir, "--dry-run=client", "--namespace", "ml", ...args]);
+  const notes = /^NOTES:\n([\s\S]*)$/m.exec(install.stdout)?.[1];
+  record(install.code === 0 && Boolean(notes), `helm install --dry-run prints NOTES (${label})`, install.stderr);
+  if (notes) commands.push(...commandsInText(notes, `NOTES.txt (${label})`));
 }
 const jobsDir = path.join(sourceDir, "deploy", "jobs");
 for (const file of fs.readdirSync(jobsDir).sort()) {

@@ -90,15 +90,27 @@ runpath_is_relocatable() {
 }
 check "RUNPATH is \$ORIGIN/../lib/oclip (nothing from the build tree)" runpath_is_relocatable
 
-# Every loaded library: inside the prefix, or owned by a listed package.
+# Every loaded library: inside the prefix, or owned by a listed package
+# (asked of dpkg independently of stage-runtime.sh, in one call).
 libraries_are_provided() {
-  local ok=0 library real owner
-  while read -r library; do
-    case "$library" in "$prefix"/*) continue ;; esac
+  local ok=0 library real candidate owner line
+  local -A owner_of=()
+  local -a libraries candidates
+  mapfile -t libraries < <(env -i ldd "$prefix/bin/oclip" |
+    awk '/=>/ && $3 ~ /^\// { print $3; next } /^\s*\// { print $1 }' | grep -v "^$prefix/")
+  for library in "${libraries[@]}"; do
+    real=$(readlink -f "$library")
+    candidates+=("$real" "$library" "${real#/usr}" "/usr${real}")
+  done
+  while IFS= read -r line; do
+    owner_of["${line##*: }"]=$(sed -E 's/^([^:,]+).*/\1/' <<<"${line%: *}")
+  done < <(dpkg-query -S "${candidates[@]}" 2>/dev/null | grep -v '^diversion')
+  echo "     ${#libraries[@]} libraries outside the prefix"
+  for library in "${libraries[@]}"; do
     real=$(readlink -f "$library")
     owner=""
     for candidate in "$real" "$library" "${real#/usr}" "/usr${real}"; do
-      owner=$(dpkg-query -S "$candidate" 2>/dev/null | grep -v '^diversion' | head -n1 | cut -d: -f1)
+      owner=${owner_of[$candidate]:-}
       [ -n "$owner" ] && break
     done
     if [ -z "$owner" ]; then
@@ -108,8 +120,8 @@ libraries_are_provided() {
       echo "     $library: package $owner is not in runtime-packages.txt"
       ok=1
     fi
-  done < <(env -i ldd "$prefix/bin/oclip" | awk '/=>/ { print $3; next } /^\s*\// { print $1 }')
-  return $ok
+  done
+  [ "${#libraries[@]}" -gt 0 ] && return $ok
 }
 check "every library bin/oclip loads is bundled or in runtime-packages.txt" libraries_are_provided
 
