@@ -292,6 +292,21 @@ for (const { args, where } of commands) {
     }
   }
 }
+// The checker itself rejects what it should (so a pass above means something).
+for (const [args, problem] of [
+  [["oclip", "serve", "--config", "s.yaml", "--prot", "1"], "unknown flag --prot"],
+  [["oclip", "serve", "--port", "grpc"], "--port grpc: an integer is expected"],
+  [["oclip", "serve", "--log-json", "true"], "unexpected arguments: true"],
+  [["oclip", "client", "health", "--address"], "--address needs a value"],
+  [["oclip", "fetch", "ViT-B-32", "openai", "extra"], "unexpected arguments: extra"],
+  [["oclip", "client"], "needs a subcommand"],
+  [["oclip", "no-such-command", "--x"], "the binary has no 'oclip no-such-command'"],
+]) {
+  const problems = checkCommand(args, "self-test").problems ?? [];
+  record(problems.some((p) => p.includes(problem)), `the checker rejects: ${args.join(" ")}`,
+    problems.some((p) => p.includes(problem)) ? "" : `expected "${problem}", got: ${problems.join("; ") || "(accepted)"}`);
+}
+
 // The files use the commands they are about (a parser that found nothing
 // would otherwise pass).
 for (const expected of ["serve", "fetch", "client", "embed", "launch", "train"]) {
@@ -475,10 +490,18 @@ async function serveRenderedConfig() {
       record(r.code === 0, `model ${model.name} from values.models is SERVING`, r.stderr);
     }
     const refused = run(oclip, ["client", "models", "--address", address]);
-    record(refused.code !== 0 && /token|auth/i.test(refused.stderr), "a call without a token is refused (auth Secret in force)", refused.stderr || refused.stdout);
+    const isRefused = refused.code !== 0 && /UNAUTHENTICATED/.test(refused.stderr);
+    record(isRefused, "a call without a token is refused (auth Secret in force)", isRefused ? "" : refused.stderr || refused.stdout);
     const allowed = run(oclip, ["client", "models", "--address", address, "--token", tokens[1]]);
-    const listed = allowed.code === 0 && testValues.models.every((m) => allowed.stdout.includes(m.name));
-    record(listed, "a call with a token from the Secret lists both models", allowed.stderr || allowed.stdout);
+    let listed = [];
+    try {
+      listed = JSON.parse(allowed.stdout);
+    } catch {}
+    const byName = Object.fromEntries(listed.map((m) => [m.name, m]));
+    const served = testValues.models.every((m) => byName[m.name]?.ready) && byName["tiny-b"].default === true &&
+      byName["tiny-b"].max_batch_size === 4;
+    record(served, "a call with a token from the Secret lists both models, tiny-b the default with max_batch_size 4",
+      served ? "" : allowed.stderr || allowed.stdout);
     server.kill("SIGTERM");
     const code = await exited;
     server = null;
