@@ -341,8 +341,16 @@ for (const file of fs.readdirSync(jobsDir).filter((f) => /\.ya?ml$/.test(f))) {
     allDocs.push({ label: `deploy/jobs/${file}`, doc });
   }
 }
+// The pods run as the image's non-root user (the cache volume and fsGroup
+// depend on it).
+const imageUser = /^USER ([0-9]+):([0-9]+)$/m.exec(dockerfile);
+record(imageUser !== null && Number(imageUser[1]) !== 0, `Dockerfile USER ${imageUser?.[1]}:${imageUser?.[2]} is not root`);
 for (const { label, doc } of allDocs) {
   for (const spec of podSpecs(doc)) {
+    const sc = spec.securityContext ?? {};
+    const same = sc.runAsNonRoot === true && String(sc.runAsUser) === imageUser?.[1] && String(sc.runAsGroup) === imageUser?.[2];
+    record(same, `pod of ${label} ${doc.kind}/${doc.metadata.name} runs as the image's user`,
+      same ? "" : `securityContext ${JSON.stringify(sc)}, image USER ${imageUser?.[1]}:${imageUser?.[2]}`);
     for (const c of [...(spec.initContainers ?? []), ...(spec.containers ?? [])]) {
       record(imagePattern.test(c.image), `image of ${label} ${doc.kind}/${doc.metadata.name} ${c.name}: ${c.image}`,
         imagePattern.test(c.image) ? "" : `expected REGISTRY/oclip:${projectVersion}-cpu or -cuda (Dockerfile VARIANT)`);

@@ -20,9 +20,13 @@
 //                object literal typed by the same package's generated
 //                interface, and `tsc --strict` rejects every property the
 //                type does not have (excess property checks), at any depth.
-//   3. Deliberately broken manifests (tests/deploy/invalid/*.yaml, each with a
-//      `# expect: TEXT` line) must each be rejected with an error containing
-//      TEXT, so the validator is shown to fail when it should.
+//   3. The Dockerfile is linted by dockerfile-utils (the VS Code Docker
+//      language server's validator: instructions, their arguments and flags,
+//      ports, ARG/FROM use); every diagnostic, warnings included, fails.
+//   4. Deliberately broken files (tests/deploy/invalid/*.yaml and
+//      *.Dockerfile, each with a `# expect: TEXT` line) must each be rejected
+//      with an error containing TEXT, so the validators are shown to fail when
+//      they should.
 //
 //   node validate_manifests.mjs TOOLS_DIR SOURCE_DIR
 // Prints one line per check and "N passed, N failed"; exit code 1 on failure.
@@ -233,7 +237,19 @@ for (const expected of ["v1/ConfigMap", "apps/v1/Deployment", "v1/Service", "v1/
   record(kinds.has(expected), `rendered or listed: ${expected}`);
 }
 
-// --- The validator rejects broken manifests --------------------------------------
+// --- The Dockerfile ------------------------------------------------------------------
+
+const dockerfileUtils = require("dockerfile-utils");
+function dockerfileErrors(text) {
+  return dockerfileUtils
+    .validate(text, {})
+    .map((d) => `line ${d.range.start.line + 1}: ${d.message}`)
+    .join("\n");
+}
+const dockerfileResult = dockerfileErrors(fs.readFileSync(path.join(sourceDir, "Dockerfile"), "utf8"));
+record(dockerfileResult === "", "Dockerfile passes dockerfile-utils", dockerfileResult);
+
+// --- The validators reject broken files --------------------------------------------
 
 const invalid = [];
 for (const file of fs.readdirSync(invalidDir).sort()) {
@@ -243,6 +259,14 @@ for (const file of fs.readdirSync(invalidDir).sort()) {
   invalid.push({ file, expect, entry: documents(text, file)[0] });
 }
 record(invalid.length >= 4, `found ${invalid.length} deliberately broken manifests`);
+for (const file of fs.readdirSync(invalidDir).sort()) {
+  if (!file.endsWith(".Dockerfile")) continue;
+  const text = fs.readFileSync(path.join(invalidDir, file), "utf8");
+  const expect = /^# expect: (.*)$/m.exec(text)?.[1]?.trim();
+  const error = dockerfileErrors(text);
+  const ok = Boolean(expect) && error.includes(expect);
+  record(ok, `rejected: tests/deploy/invalid/${file}`, ok ? error.split("\n")[0] : `expected an error containing "${expect}", got: ${error || "(valid)"}`);
+}
 const invalidResults = await validate(invalid.map((c) => c.entry));
 invalid.forEach((c, i) => {
   const error = invalidResults[i];
