@@ -49,9 +49,11 @@ RUN apt-get update -q \
  && unzip -q /tmp/libtorch.zip -d /opt \
  && rm -f /tmp/libtorch.zip \
  && rm -rf /var/lib/apt/lists/*
-# TORCH_CUDA_ARCH_LIST: only for CUDA sources of our own (there are none
-# today); LibTorch's kernels are prebuilt.
-ENV OCLIP_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=/opt/libtorch/share/cmake -DTORCH_CUDA_ARCH_LIST=8.0;8.6;8.9;9.0"
+# LibTorch's CMake config asks for the GPU architectures (and would probe a GPU,
+# which a build has not): Ampere, Ada, Hopper. oclip has no CUDA sources of
+# its own; LibTorch's kernels are prebuilt for all of these.
+ENV TORCH_CUDA_ARCH_LIST="8.0 8.6 8.9 9.0" \
+    OCLIP_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=/opt/libtorch/share/cmake"
 
 # --- Build ---------------------------------------------------------------------
 FROM build-env-${VARIANT} AS build

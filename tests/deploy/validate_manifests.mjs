@@ -31,9 +31,8 @@
 //   node validate_manifests.mjs TOOLS_DIR SOURCE_DIR
 // Prints one line per check and "N passed, N failed"; exit code 1 on failure.
 
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
