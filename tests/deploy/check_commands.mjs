@@ -409,8 +409,13 @@ for (const { label, docs } of rendered) {
     const secret = docs.find((d) => d.kind === "Secret" && d.metadata.name === volumes.auth.secret.secretName);
     if (secret && !(path.basename(server.auth.tokens_file) in secret.data)) problems.push("the auth Secret lacks the tokens file");
   }
+  // Pods other than the server's (the helm test pod) must not be selected.
+  const otherPods = find("Pod");
   for (const service of find("Service")) {
     if (!subset(service.spec.selector, pod.metadata.labels)) problems.push(`Service ${service.metadata.name} selects no pod`);
+    for (const other of otherPods) {
+      if (subset(service.spec.selector, other.metadata.labels)) problems.push(`Service ${service.metadata.name} also selects Pod ${other.metadata.name}`);
+    }
     for (const p of service.spec.ports) {
       if (!(p.targetPort in ports)) problems.push(`Service ${service.metadata.name} port ${p.name} targets ${p.targetPort}, not a container port`);
       if (ports[p.targetPort] !== p.port) problems.push(`Service ${service.metadata.name} port ${p.port} != container port ${ports[p.targetPort]}`);
@@ -428,6 +433,9 @@ for (const { label, docs } of rendered) {
   }
   for (const pdb of find("PodDisruptionBudget")) {
     if (!subset(pdb.spec.selector.matchLabels, pod.metadata.labels)) problems.push("the PDB selects no pod");
+    for (const other of otherPods) {
+      if (subset(pdb.spec.selector.matchLabels, other.metadata.labels)) problems.push(`the PDB also selects Pod ${other.metadata.name}`);
+    }
   }
   for (const init of pod.spec.initContainers ?? []) {
     const [, model, tag] = init.args;
