@@ -1,7 +1,26 @@
 #!/usr/bin/env bash
 # Installs oclip's build and test dependencies from Debian 12 packages.
 # Idempotent: packages already present are left as they are.
+#
+#   install-deps.sh                  build + test + CI dependencies
+#   install-deps.sh --image          build dependencies only: the Dockerfile's
+#                                    build stages (no test tools)
+#   install-deps.sh --image --without-libtorch
+#                                    the same without Debian's LibTorch: the
+#                                    CUDA image builds against the official
+#                                    LibTorch CUDA distribution (on Ubuntu,
+#                                    the NVIDIA CUDA base)
 set -euo pipefail
+
+image=0
+without_libtorch=0
+for arg in "$@"; do
+  case "$arg" in
+    --image) image=1 ;;
+    --without-libtorch) without_libtorch=1 ;;
+    *) echo "usage: $0 [--image] [--without-libtorch]" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
@@ -21,7 +40,33 @@ packages=(
   libopenblas0-pthread
 )
 
+# Only the test suite needs these (the images leave them out).
+test_only=(libgtest-dev libgmock-dev python3-grpcio python3-protobuf python3-numpy openssl)
+# The deployment tests: scripts/install-deploy-tools.sh unpacks Helm with
+# unzip; tests/deploy/ validates manifests with Node.js (npm packages).
+test_tools=(unzip)
+
+selected=()
+for p in "${packages[@]}"; do
+  if [ "$image" -eq 1 ] && [[ " ${test_only[*]} " == *" $p "* ]]; then continue; fi
+  if [ "$without_libtorch" -eq 1 ] && [ "$p" = libtorch-dev ]; then continue; fi
+  # Ubuntu (the CUDA image's base) names libjpeg-turbo's package differently.
+  if [ "$p" = libjpeg62-turbo-dev ] && grep -qs '^ID=ubuntu' /etc/os-release; then
+    p=libjpeg-turbo8-dev
+  fi
+  selected+=("$p")
+done
+if [ "$image" -eq 0 ]; then
+  selected+=("${test_tools[@]}")
+fi
+packages=("${selected[@]}")
+
 missing=()
+# Node.js may come from another package than Debian's (whose npm is separate):
+# only ask apt for it when there is no npm at all.
+if [ "$image" -eq 0 ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
