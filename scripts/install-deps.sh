@@ -19,6 +19,8 @@ packages=(
   # Debian's reference BLAS, ~30x slower (measured: ViT-B-32 0.48 vs 16
   # images/s on 2 cores).
   libopenblas0-pthread
+  # Training: LibTorch's c10d headers (ProcessGroupGloo) include gloo's.
+  libgloo-dev
 )
 
 missing=()
