@@ -132,8 +132,9 @@ absl::Status BenchTokenize(const std::string& tokenizer_path, const std::string&
 int RunBench(int argc, char** argv) {
   const std::string kind = argc > 0 ? argv[0] : "";
   if (kind == "serve") return RunBenchServe(argc - 1, argv + 1);
+  if (kind == "train") return RunBenchTrain(argc - 1, argv + 1);
   if (kind != "preprocess" && kind != "encode" && kind != "tokenize") {
-    std::cerr << "usage: oclip bench preprocess|tokenize|encode|serve [flags] "
+    std::cerr << "usage: oclip bench preprocess|tokenize|encode|serve|train [flags] "
                  "(see oclip bench KIND --help)\n";
     return 2;
   }

@@ -18,6 +18,9 @@ int RunServe(int argc, char** argv);
 int RunClient(int argc, char** argv);
 // `oclip bench serve` (cli/bench_serve.cc), reached through RunBench.
 int RunBenchServe(int argc, char** argv);
+// `oclip bench train` (cli/bench_train.cc), reached through RunBench.
+int RunBenchTrain(int argc, char** argv);
+int RunTrain(int argc, char** argv);
 
 }  // namespace oclip::cli
 

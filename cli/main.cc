@@ -21,6 +21,7 @@ constexpr char kUsage[] =
     "  index     build a FAISS index over embeddings, and search it (build|search)\n"
     "  serve     the gRPC inference server (batched encode, classify, health, metrics)\n"
     "  client    call a running server: encode-image, encode-text, classify, health, models\n"
+    "  train     train a CLIP model (OpenCLIP's training flags; data-parallel over Gloo)\n"
     "  bench     measure preprocessing, encoding and serving throughput (JSON)\n"
     "\n"
     "Run `oclip COMMAND --help` for the flags of a command.\n";
@@ -39,6 +40,7 @@ constexpr Command kCommands[] = {
     {"serve", oclip::cli::RunServe},
     {"client", oclip::cli::RunClient},
     {"index", oclip::cli::RunIndex},
+    {"train", oclip::cli::RunTrain},
     {"bench", oclip::cli::RunBench},
 };
 

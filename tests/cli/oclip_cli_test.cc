@@ -329,7 +329,8 @@ TEST(HelpTest, EveryCommandHasHelp) {
   const std::vector<std::vector<std::string>> commands = {
       {"models"},        {"encode"},        {"classify"},           {"fetch"},
       {"serve"},         {"embed"},         {"index", "build"},     {"index", "search"},
-      {"client", "health"}, {"client", "encode-image"}, {"bench", "serve"}, {"bench", "encode"}};
+      {"client", "health"}, {"client", "encode-image"}, {"bench", "serve"}, {"bench", "encode"},
+      {"train"},         {"bench", "train"}};
   for (const std::vector<std::string>& command : commands) {
     std::vector<std::string> args = command;
     args.push_back("--help");
@@ -342,7 +343,7 @@ TEST(HelpTest, EveryCommandHasHelp) {
   RunResult usage = RunOclip({"--help"});
   EXPECT_EQ(usage.exit_code, 0);
   for (const char* name : {"models", "fetch", "encode", "classify", "embed", "index", "serve",
-                           "client", "bench"}) {
+                           "client", "train", "bench"}) {
     EXPECT_NE(usage.out.find(std::string("\n  ") + name + " "), std::string::npos) << name;
   }
 }
