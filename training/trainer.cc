@@ -389,6 +389,7 @@ absl::Status Trainer::OptimizerStep(const std::vector<Batch>& micro_batches, int
   }
   if (skip) {
     optimizer_->ZeroGrad();
+    summary_.last_loss = loss.item<double>();
     ++summary_.skipped_steps;
     ++consecutive_nonfinite_;
     Info(absl::StrCat("step ", step, ": non-finite loss, step skipped (", consecutive_nonfinite_,

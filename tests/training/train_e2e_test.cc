@@ -303,6 +303,49 @@ TEST(TrainE2eTest, ResumedRunFollowsTheUninterruptedCurve) {
   EXPECT_EQ(continued.begin()->first, 16);
 }
 
+TEST(TrainE2eTest, AccumulationMatchesTheWholeBatch) {
+  // --accum-freq 2 with batches of 16 computes each step's loss over the same
+  // 32 samples as one batch of 32 (all micro-batches are negatives), with the
+  // same gradient.
+  const std::string logs = ScratchPath("accum_logs");
+  testing::CommandResult whole = RunCommand(TrainArgs(logs, "whole", 1, 32));
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  testing::CommandResult accum =
+      RunCommand(With(TrainArgs(logs, "accum", 1, 16), {"--accum-freq", "2"}));
+  ASSERT_EQ(accum.exit_code, 0) << accum.err;
+  const std::map<int64_t, double> reference = LossCurve(logs + "/whole/out.log");
+  const std::map<int64_t, double> curve = LossCurve(logs + "/accum/out.log");
+  ASSERT_EQ(reference.size(), 16u);
+  ASSERT_EQ(curve.size(), reference.size());
+  EXPECT_NEAR(curve.at(0), reference.at(0), 1e-5 * reference.at(0));
+  for (const auto& [step, loss] : curve) {
+    EXPECT_NEAR(loss, reference.at(step), 1e-3 * reference.at(step)) << "step " << step;
+  }
+}
+
+TEST(TrainE2eTest, NonFiniteLossesStopTheRunAndKeepTheLastCheckpoint) {
+  const std::string logs = ScratchPath("nan_logs");
+  testing::CommandResult good = RunCommand(TrainArgs(logs, "run", 1));
+  ASSERT_EQ(good.exit_code, 0) << good.err;
+  const std::string checkpoint = logs + "/run/checkpoints/epoch_1.safetensors";
+  const std::string before = ReadFileOrEmpty(checkpoint);
+  ASSERT_FALSE(before.empty());
+  // An absurd learning rate blows the weights up after one step.
+  std::vector<std::string> args = TrainArgs(logs, "run", 2);
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--lr") args[i + 1] = "1e9";
+  }
+  testing::CommandResult blown =
+      RunCommand(With(args, {"--resume", "latest", "--max-nonfinite-steps", "3"}));
+  EXPECT_EQ(blown.exit_code, 1);
+  EXPECT_NE(blown.err.find("4 consecutive non-finite losses (limit 3)"), std::string::npos)
+      << blown.err;
+  const std::string log = ReadFileOrEmpty(logs + "/run/out.log");
+  EXPECT_NE(log.find("non-finite loss, step skipped (3 in a row)"), std::string::npos);
+  EXPECT_EQ(ReadFileOrEmpty(checkpoint), before);
+  EXPECT_TRUE(ReadFileOrEmpty(logs + "/run/checkpoints/epoch_2.safetensors").empty());
+}
+
 // A port that was free a moment ago (for the rendezvous store).
 int FreePort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
