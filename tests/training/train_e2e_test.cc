@@ -346,6 +346,41 @@ TEST(TrainE2eTest, NonFiniteLossesStopTheRunAndKeepTheLastCheckpoint) {
   EXPECT_TRUE(ReadFileOrEmpty(logs + "/run/checkpoints/epoch_2.safetensors").empty());
 }
 
+// name -> tensor bytes of a model checkpoint.
+std::map<std::string, std::string> CheckpointTensors(const std::string& path) {
+  std::map<std::string, std::string> tensors;
+  auto reader = SafetensorsReader::Open(path);
+  EXPECT_TRUE(reader.ok()) << reader.status();
+  if (!reader.ok()) return tensors;
+  for (const std::string& name : (*reader)->names()) {
+    auto view = (*reader)->Get(name);
+    tensors[name] = std::string(reinterpret_cast<const char*>(view->data), view->size_bytes);
+  }
+  return tensors;
+}
+
+TEST(TrainE2eTest, LockImageFreezesTheImageTowerButItsLastGroups) {
+  const std::string logs = ScratchPath("lock_logs");
+  auto run = [&](const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> args = TrainArgs(logs, name, 1, 64);
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      if (args[i] == "--lr" && name == "init") args[i + 1] = "0";  // The initial weights.
+    }
+    testing::CommandResult result = RunCommand(With(args, extra));
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    return CheckpointTensors(logs + "/" + name + "/checkpoints/epoch_1.safetensors");
+  };
+  const auto init = run("init", {});
+  const auto locked = run("locked", {"--lock-image"});
+  const auto last = run("last", {"--lock-image", "--lock-image-unlocked-groups", "1"});
+  ASSERT_FALSE(init.empty());
+  for (const auto& [name, bytes] : init) {
+    const bool visual = name.rfind("visual.", 0) == 0;
+    EXPECT_EQ(locked.at(name) == bytes, visual) << name;
+    EXPECT_EQ(last.at(name) == bytes, visual && name != "visual.proj") << name;
+  }
+}
+
 // A port that was free a moment ago (for the rendezvous store).
 int FreePort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
