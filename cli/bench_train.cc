@@ -3,11 +3,11 @@
 // logit_scale clamp) on random inputs, so the figure is the model's cost
 // without data loading. One JSON object on stdout.
 
+#include <torch/torch.h>
+
 #include <chrono>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
-#include <torch/torch.h>
 
 #include "cli/commands.h"
 #include "cli/flags.h"
@@ -32,12 +32,11 @@ absl::Status BenchTrain(const ModelFlags& model_flags, int64_t batch, double sec
     device = torch::Device(torch::kCUDA, 0);
     model->to(device);
   }
-  OCLIP_ASSIGN_OR_RETURN(Precision precision, ParsePrecision(precision_name, device));
+  OCLIP_ASSIGN_OR_RETURN(TrainPrecision precision, ParseTrainPrecision(precision_name, device));
   model->to(WeightDtype(precision));
   model->train();
   const int64_t s = model->config().vision.image_size;
-  const torch::Tensor images =
-      torch::randn({batch, 3, s, s}).to(device, WeightDtype(precision));
+  const torch::Tensor images = torch::randn({batch, 3, s, s}).to(device, WeightDtype(precision));
   const int64_t context = model->config().text.context_length;
   torch::Tensor tokens = torch::zeros({batch, context}, torch::kLong);
   tokens.slice(1, 0, 12).random_(1, 1000);

@@ -3,10 +3,10 @@
 // comes from torchrun's or SLURM's environment (training/distributed.h);
 // `oclip launch` sets it for local ranks.
 
+#include <torch/torch.h>
+
 #include <iostream>
 #include <optional>
-
-#include <torch/torch.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -85,8 +85,8 @@ absl::Status Train(TrainFlags flags) {
     return absl::InvalidArgumentError("--dataset-resampled applies to webdataset data only");
   }
   if (flags.report_to != "" && flags.report_to != "tensorboard") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--report-to '", flags.report_to, "': only tensorboard is supported (no wandb)"));
+    return absl::InvalidArgumentError(absl::StrCat("--report-to '", flags.report_to,
+                                                   "': only tensorboard is supported (no wandb)"));
   }
   OCLIP_ASSIGN_OR_RETURN(DistributedEnv env, DetectDistributedEnv());
   if (flags.model.pretrained.empty()) flags.model.pretrained = "random";
@@ -157,7 +157,7 @@ absl::Status Train(TrainFlags flags) {
   // OpenCLIP's default is amp (fp16 on CUDA); on the CPU fp32.
   const std::string precision =
       flags.precision.empty() ? (device.is_cuda() ? "amp" : "fp32") : flags.precision;
-  OCLIP_ASSIGN_OR_RETURN(options.precision, ParsePrecision(precision, device));
+  OCLIP_ASSIGN_OR_RETURN(options.precision, ParseTrainPrecision(precision, device));
   options.preprocess = flags.model.Preprocessing(model->config());
   OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
                          flags.model.LoadTokenizer(model->config()));
@@ -166,14 +166,13 @@ absl::Status Train(TrainFlags flags) {
   if (env.distributed) {
     OCLIP_ASSIGN_OR_RETURN(communicator, ConnectGloo(env));
   }
-  OCLIP_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(options, model, std::move(tokenizer),
-                                                       communicator.get()));
+  OCLIP_ASSIGN_OR_RETURN(auto trainer,
+                         Trainer::Create(options, model, std::move(tokenizer), communicator.get()));
   OCLIP_ASSIGN_OR_RETURN(TrainSummary summary, trainer->Run());
   if (env.rank == 0) {
     std::cout << "{\"steps\": " << summary.steps << ", \"skipped_steps\": " << summary.skipped_steps
-              << ", \"last_loss\": " << summary.last_loss << ", \"run_dir\": \""
-              << summary.run_dir << "\", \"checkpoint\": \"" << summary.last_checkpoint
-              << "\"}\n";
+              << ", \"last_loss\": " << summary.last_loss << ", \"run_dir\": \"" << summary.run_dir
+              << "\", \"checkpoint\": \"" << summary.last_checkpoint << "\"}\n";
   }
   return absl::OkStatus();
 }
@@ -190,7 +189,8 @@ int RunTrain(int argc, char** argv) {
                 "out.log, params.txt, checkpoints/epoch_N.safetensors (+ .state.safetensors),\n"
                 "checkpoints/results.jsonl and tensorboard/.");
   v.model.Register(flags);
-  flags.AddString("train-data", &v.train_data, "training data: a CSV/TSV file or webdataset shards");
+  flags.AddString("train-data", &v.train_data,
+                  "training data: a CSV/TSV file or webdataset shards");
   flags.AddString("val-data", &v.val_data, "validation data (retrieval metrics, val loss)");
   flags.AddString("dataset-type", &v.dataset_type, "auto (default), csv, webdataset or synthetic");
   flags.AddString("csv-img-key", &v.csv_img_key, "CSV image path column (default filepath)");
@@ -200,7 +200,8 @@ int RunTrain(int argc, char** argv) {
                "samples per epoch (webdataset; synthetic set size)");
   flags.AddInt("val-num-samples", &v.val_num_samples, "validation samples (default all)");
   flags.AddBool("dataset-resampled", &v.dataset_resampled,
-                "webdataset shards sampled with replacement");
+                "webdataset: epochs of --train-num-samples re-read the shards as needed "
+                "(oclip always does; shards are not drawn with replacement)");
   flags.AddInt("workers", &v.workers, "image decoding threads per rank (default 4)");
   flags.AddString("imagenet-val", &v.imagenet_val,
                   "ImageFolder-style directory for zero-shot top-1/top-5");

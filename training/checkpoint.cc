@@ -27,9 +27,12 @@ bool FileExists(const std::string& path) {
 
 absl::StatusOr<DType> ToDType(torch::ScalarType type) {
   switch (type) {
-    case torch::kFloat: return DType::kF32;
-    case torch::kLong: return DType::kI64;
-    case torch::kDouble: return DType::kF64;
+    case torch::kFloat:
+      return DType::kF32;
+    case torch::kLong:
+      return DType::kI64;
+    case torch::kDouble:
+      return DType::kF64;
     default:
       return absl::InternalError(absl::StrCat("cannot save dtype ", c10::toString(type)));
   }
@@ -57,9 +60,15 @@ absl::Status WriteTensors(const std::string& path,
 absl::StatusOr<torch::Tensor> ToTensor(const TensorView& view, const std::string& key) {
   torch::ScalarType type;
   switch (view.dtype) {
-    case DType::kF32: type = torch::kFloat; break;
-    case DType::kI64: type = torch::kLong; break;
-    case DType::kF64: type = torch::kDouble; break;
+    case DType::kF32:
+      type = torch::kFloat;
+      break;
+    case DType::kI64:
+      type = torch::kLong;
+      break;
+    case DType::kF64:
+      type = torch::kDouble;
+      break;
     default:
       return absl::DataLossError(absl::StrCat("unexpected dtype of ", key));
   }
@@ -109,12 +118,11 @@ std::string StateCheckpointPath(const std::string& dir, const std::string& basen
 absl::Status SaveTrainingCheckpoint(const std::string& dir, const std::string& basename,
                                     ClipModel& model, const AdamW& optimizer,
                                     const TrainingState& state) {
-  const std::map<std::string, std::string> metadata = {
-      {"format", "oclip-training-checkpoint"},
-      {"epoch", absl::StrCat(state.epoch)},
-      {"step", absl::StrCat(state.step)},
-      {"name", state.name},
-      {"model", state.model}};
+  const std::map<std::string, std::string> metadata = {{"format", "oclip-training-checkpoint"},
+                                                       {"epoch", absl::StrCat(state.epoch)},
+                                                       {"step", absl::StrCat(state.step)},
+                                                       {"name", state.name},
+                                                       {"model", state.model}};
   std::vector<std::pair<std::string, torch::Tensor>> optimizer_tensors;
   for (const auto& [key, tensor] : optimizer.StateDict()) {
     optimizer_tensors.emplace_back("optimizer/" + key, tensor);
@@ -122,8 +130,10 @@ absl::Status SaveTrainingCheckpoint(const std::string& dir, const std::string& b
   OCLIP_RETURN_IF_ERROR(
       WriteTensors(StateCheckpointPath(dir, basename), optimizer_tensors, metadata));
   std::vector<std::pair<std::string, torch::Tensor>> model_tensors;
-  for (const auto& item : model.named_parameters()) model_tensors.emplace_back(item.key(), item.value());
-  for (const auto& item : model.named_buffers()) model_tensors.emplace_back(item.key(), item.value());
+  for (const auto& item : model.named_parameters())
+    model_tensors.emplace_back(item.key(), item.value());
+  for (const auto& item : model.named_buffers())
+    model_tensors.emplace_back(item.key(), item.value());
   return WriteTensors(ModelCheckpointPath(dir, basename), model_tensors, metadata);
 }
 
@@ -165,8 +175,8 @@ absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path, Cl
   OCLIP_ASSIGN_OR_RETURN(state.epoch, MetadataInt(metadata, "epoch", state_path));
   OCLIP_ASSIGN_OR_RETURN(state.step, MetadataInt(metadata, "step", state_path));
   if (ModelFileEpoch(path) != state.epoch) {
-    return absl::DataLossError(absl::StrCat(path, " and ", state_path,
-                                            " belong to different epochs (interrupted save?)"));
+    return absl::DataLossError(
+        absl::StrCat(path, " and ", state_path, " belong to different epochs (interrupted save?)"));
   }
   if (auto it = metadata.find("name"); it != metadata.end()) state.name = it->second;
   if (auto it = metadata.find("model"); it != metadata.end()) state.model = it->second;

@@ -19,8 +19,7 @@ class AllGatherFunction : public torch::autograd::Function<AllGatherFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    auto* communicator =
-        reinterpret_cast<Communicator*>(ctx->saved_data["communicator"].toInt());
+    auto* communicator = reinterpret_cast<Communicator*>(ctx->saved_data["communicator"].toInt());
     const int64_t rows = ctx->saved_data["rows"].toInt();
     std::vector<torch::Tensor> grad = {grad_outputs[0].contiguous().clone()};
     communicator->AllReduceSum(grad);

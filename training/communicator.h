@@ -14,9 +14,9 @@
 #ifndef OCLIP_TRAINING_COMMUNICATOR_H_
 #define OCLIP_TRAINING_COMMUNICATOR_H_
 
-#include <vector>
-
 #include <torch/torch.h>
+
+#include <vector>
 
 namespace oclip {
 

@@ -18,8 +18,10 @@ namespace {
 constexpr size_t kShuffleBuffer = 1000;
 
 std::mt19937_64 SeededRng(uint64_t seed, int64_t epoch, int64_t rank, int64_t position) {
-  std::seed_seq sequence{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
-                         static_cast<uint32_t>(epoch), static_cast<uint32_t>(rank),
+  std::seed_seq sequence{static_cast<uint32_t>(seed),
+                         static_cast<uint32_t>(seed >> 32),
+                         static_cast<uint32_t>(epoch),
+                         static_cast<uint32_t>(rank),
                          static_cast<uint32_t>(position),
                          static_cast<uint32_t>(static_cast<uint64_t>(position) >> 32)};
   return std::mt19937_64(sequence);
@@ -71,8 +73,8 @@ absl::Status DataPipeline::ListItems() {
       } else if (absl::StrContains(lower, ".tar")) {
         kind = DatasetType::kWebDataset;
       } else {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "cannot infer --dataset-type of ", options_.data, " (use csv or webdataset)"));
+        return absl::InvalidArgumentError(absl::StrCat("cannot infer --dataset-type of ",
+                                                       options_.data, " (use csv or webdataset)"));
       }
     }
     if (kind == DatasetType::kImageFolder) {
@@ -84,8 +86,7 @@ absl::Status DataPipeline::ListItems() {
         return absl::InvalidArgumentError(
             "webdataset training data needs --train-num-samples (the epoch size)");
       }
-      num_batches_ = options_.train ? (options_.num_samples + global_batch - 1) / global_batch
-                                    : 0;
+      num_batches_ = options_.train ? (options_.num_samples + global_batch - 1) / global_batch : 0;
       return absl::OkStatus();
     }
     OpenSourceOptions source_options;
@@ -99,8 +100,8 @@ absl::Status DataPipeline::ListItems() {
     while (true) {
       OCLIP_ASSIGN_OR_RETURN(bool more, source->Next(&sample));
       if (!more) break;
-      items_.push_back(Item{sample.image_path, "", sample.caption,
-                            static_cast<int64_t>(items_.size())});
+      items_.push_back(
+          Item{sample.image_path, "", sample.caption, static_cast<int64_t>(items_.size())});
     }
     if (source->stats().total_failures() > 0) {
       LogWarning(absl::StrCat(options_.data, ": ", source->stats().ToString()));
@@ -244,10 +245,11 @@ absl::StatusOr<bool> DataPipeline::Next(Batch* batch) {
           if (!bytes.ok()) {
             status = bytes.status();
           } else if (options_.train) {
-            std::mt19937_64 rng =
-                item.index >= 0 ? SeededRng(options_.seed, epoch_, -1, item.index)
-                                : SeededRng(options_.seed, epoch_, options_.rank, position);
-            status = PreprocessTrainImageBytes(*bytes, options_.preprocess, options_.crop, rng, out);
+            std::mt19937_64 rng = item.index >= 0
+                                      ? SeededRng(options_.seed, epoch_, -1, item.index)
+                                      : SeededRng(options_.seed, epoch_, options_.rank, position);
+            status =
+                PreprocessTrainImageBytes(*bytes, options_.preprocess, options_.crop, rng, out);
           } else {
             status = PreprocessImageBytes(*bytes, options_.preprocess, out);
           }
@@ -263,10 +265,10 @@ absl::StatusOr<bool> DataPipeline::Next(Batch* batch) {
     for (size_t i = 0; i < candidates.size(); ++i) {
       if (!results[i].ok()) {
         ++failed_images_;
-        LogWarning(absl::StrCat("skipping image ",
-                                candidates[i].image_path.empty() ? "(webdataset sample)"
-                                                                 : candidates[i].image_path,
-                                ": ", results[i].message()));
+        LogWarning(absl::StrCat(
+            "skipping image ",
+            candidates[i].image_path.empty() ? "(webdataset sample)" : candidates[i].image_path,
+            ": ", results[i].message()));
         continue;
       }
       if (next != filled + static_cast<int64_t>(i)) {
@@ -279,16 +281,16 @@ absl::StatusOr<bool> DataPipeline::Next(Batch* batch) {
   }
   if (filled == 0 || (options_.train && filled < batch_size)) {
     if (options_.train && filled < batch_size && batches_done_ < num_batches_) {
-      return absl::DataLossError(absl::StrCat(
-          "ran out of decodable training images after ", batches_done_, " of ", num_batches_,
-          " batches of epoch ", epoch_));
+      return absl::DataLossError(absl::StrCat("ran out of decodable training images after ",
+                                              batches_done_, " of ", num_batches_,
+                                              " batches of epoch ", epoch_));
     }
     return false;
   }
   std::vector<int64_t> ids = tokenizer_->Tokenize(captions);
   batch->images = images.narrow(0, 0, filled);
-  batch->tokens = torch::from_blob(ids.data(), {filled, tokenizer_->context_length()}, torch::kLong)
-                      .clone();
+  batch->tokens =
+      torch::from_blob(ids.data(), {filled, tokenizer_->context_length()}, torch::kLong).clone();
   ++batches_done_;
   return true;
 }

@@ -27,13 +27,13 @@
 #ifndef OCLIP_TRAINING_DATA_PIPELINE_H_
 #define OCLIP_TRAINING_DATA_PIPELINE_H_
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/statusor.h"
 #include "core/thread_pool.h"
@@ -45,8 +45,8 @@
 namespace oclip {
 
 struct DataPipelineOptions {
-  std::string data;                    // --train-data / --val-data
-  std::string dataset_type = "auto";   // auto | csv | webdataset | synthetic
+  std::string data;                   // --train-data / --val-data
+  std::string dataset_type = "auto";  // auto | csv | webdataset | synthetic
   std::string csv_img_key = "filepath";
   std::string csv_caption_key = "title";
   char csv_separator = '\t';
@@ -105,7 +105,7 @@ class DataPipeline {
   const Tokenizer* tokenizer_;
   bool streaming_ = false;
   bool synthetic_ = false;
-  std::vector<Item> items_;          // csv / synthetic (all ranks' rows)
+  std::vector<Item> items_;           // csv / synthetic (all ranks' rows)
   std::vector<int64_t> epoch_order_;  // this rank's positions in items_
   size_t cursor_ = 0;
   std::unique_ptr<SampleSource> stream_;

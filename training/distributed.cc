@@ -1,7 +1,6 @@
 #include "training/distributed.h"
 
 #include <cstdlib>
-
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -62,14 +61,13 @@ absl::StatusOr<DistributedEnv> DetectDistributedEnv(
   const char* procid = getenv("SLURM_PROCID");
   if (procid != nullptr && procid[0] != '\0') {
     OCLIP_RETURN_IF_ERROR(ParseFirst(
-        getenv, {"LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK"},
-        0, &env.local_rank));
-    OCLIP_RETURN_IF_ERROR(
-        ParseFirst(getenv, {"RANK", "PMI_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"}, 0,
-                   &env.rank));
+        getenv, {"LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK"}, 0,
+        &env.local_rank));
     OCLIP_RETURN_IF_ERROR(ParseFirst(
-        getenv, {"WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"}, 1,
-        &env.world_size));
+        getenv, {"RANK", "PMI_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"}, 0, &env.rank));
+    OCLIP_RETURN_IF_ERROR(
+        ParseFirst(getenv, {"WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"}, 1,
+                   &env.world_size));
   } else {
     env.world_size = world;
     OCLIP_RETURN_IF_ERROR(ParseFirst(getenv, {"RANK"}, 0, &env.rank));
@@ -111,8 +109,8 @@ int StorePort(const c10d::Store& store) {
 }
 
 absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
-    const c10::intrusive_ptr<c10d::Store>& store, int rank, int world_size,
-    const std::string& host, std::chrono::milliseconds timeout) {
+    const c10::intrusive_ptr<c10d::Store>& store, int rank, int world_size, const std::string& host,
+    std::chrono::milliseconds timeout) {
   try {
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
     const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
@@ -129,8 +127,7 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
         new GlooCommunicator(std::move(group), rank, world_size));
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("rank ", rank, " of ", world_size,
-                                               ": cannot form the Gloo process group: ",
-                                               e.what()));
+                                               ": cannot form the Gloo process group: ", e.what()));
   }
 }
 
@@ -198,8 +195,9 @@ void AverageGradients(const std::vector<torch::Tensor>& parameters, Communicator
     std::vector<torch::Tensor> flat_parts;
     for (size_t i = begin; i < end; ++i) {
       const torch::Tensor& p = parameters[i];
-      flat_parts.push_back(p.grad().defined() ? p.grad().reshape(-1).to(torch::kFloat)
-                                              : torch::zeros({p.numel()}, p.options().dtype(torch::kFloat)));
+      flat_parts.push_back(p.grad().defined()
+                               ? p.grad().reshape(-1).to(torch::kFloat)
+                               : torch::zeros({p.numel()}, p.options().dtype(torch::kFloat)));
     }
     std::vector<torch::Tensor> bucket = {torch::cat(flat_parts)};
     communicator.AllReduceSum(bucket);

@@ -13,16 +13,16 @@
 #ifndef OCLIP_TRAINING_DISTRIBUTED_H_
 #define OCLIP_TRAINING_DISTRIBUTED_H_
 
+#include <torch/torch.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
-#include <vector>
-
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
-#include <torch/torch.h>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "training/communicator.h"

@@ -140,7 +140,8 @@ void AddRankMetrics(const torch::Tensor& logits, const std::string& prefix, Metr
   (*metrics)[prefix + "_mean_rank"] = preds.mean().item<double>() + 1;
   (*metrics)[prefix + "_median_rank"] = std::floor(preds.median().item<double>()) + 1;
   for (int k : {1, 5, 10}) {
-    (*metrics)[absl::StrCat(prefix, "_R@", k)] = (preds < k).to(torch::kDouble).mean().item<double>();
+    (*metrics)[absl::StrCat(prefix, "_R@", k)] =
+        (preds < k).to(torch::kDouble).mean().item<double>();
   }
 }
 
@@ -213,9 +214,9 @@ absl::StatusOr<Metrics> EvaluateZeroShot(ClipModel& model, const Tokenizer& toke
         absl::StrCat("--imagenet-val ", options.root, " has no class folders with images"));
   }
   if (class_dirs.size() != classnames.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        options.root, " has ", class_dirs.size(), " class folders but ", options.classnames_file,
-        " names ", classnames.size(), " classes"));
+    return absl::InvalidArgumentError(absl::StrCat(options.root, " has ", class_dirs.size(),
+                                                   " class folders but ", options.classnames_file,
+                                                   " names ", classnames.size(), " classes"));
   }
   EvalModeScope eval(model);
   try {
@@ -223,8 +224,8 @@ absl::StatusOr<Metrics> EvaluateZeroShot(ClipModel& model, const Tokenizer& toke
     torch::Tensor classifier;
     {
       AutocastGuard guard(options.autocast, model.device());
-      OCLIP_ASSIGN_OR_RETURN(classifier, BuildZeroShotClassifier(model, tokenizer, classnames,
-                                                                 options.templates));
+      OCLIP_ASSIGN_OR_RETURN(
+          classifier, BuildZeroShotClassifier(model, tokenizer, classnames, options.templates));
     }
     classifier = classifier.to(torch::kFloat);
     const int64_t s = options.preprocess.image_size;
@@ -238,7 +239,8 @@ absl::StatusOr<Metrics> EvaluateZeroShot(ClipModel& model, const Tokenizer& toke
       torch::Tensor features;
       {
         AutocastGuard guard(options.autocast, model.device());
-        features = Normalized(model.ImageForward(images.narrow(0, 0, filled).to(model.device(), weights)));
+        features =
+            Normalized(model.ImageForward(images.narrow(0, 0, filled).to(model.device(), weights)));
       }
       const torch::Tensor logits = 100.0 * features.matmul(classifier);
       const int64_t k = std::min<int64_t>(5, logits.size(1));

@@ -10,8 +10,8 @@ absl::StatusOr<LrScheduler> ParseLrScheduler(absl::string_view name) {
   if (name == "cosine") return LrScheduler::kCosine;
   if (name == "const") return LrScheduler::kConst;
   if (name == "const-cooldown") return LrScheduler::kConstCooldown;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown --lr-scheduler '", name, "' (expected cosine, const or const-cooldown)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown --lr-scheduler '", name,
+                                                 "' (expected cosine, const or const-cooldown)"));
 }
 
 double LearningRate(const LrScheduleOptions& o, int64_t step) {

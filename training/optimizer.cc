@@ -96,14 +96,15 @@ absl::Status AdamW::LoadStateDict(const std::map<std::string, torch::Tensor>& st
     const torch::Tensor& param = *it->second;
     if (kind == "step") {
       if (value.numel() != 1) {
-        return absl::InvalidArgumentError(absl::StrCat("optimizer state ", key, " is not a scalar"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("optimizer state ", key, " is not a scalar"));
       }
       loaded[name].step = value.to(torch::kLong).item<int64_t>();
     } else if (kind == "exp_avg" || kind == "exp_avg_sq") {
       if (value.sizes() != param.sizes()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("optimizer state ", key, " has shape ", c10::str(value.sizes()),
-                         ", parameter has ", c10::str(param.sizes())));
+        return absl::InvalidArgumentError(absl::StrCat("optimizer state ", key, " has shape ",
+                                                       c10::str(value.sizes()), ", parameter has ",
+                                                       c10::str(param.sizes())));
       }
       torch::Tensor copy = value.to(param.device(), param.scalar_type()).clone();
       (kind == "exp_avg" ? loaded[name].exp_avg : loaded[name].exp_avg_sq) = copy;

@@ -20,12 +20,12 @@
 #ifndef OCLIP_TRAINING_OPTIMIZER_H_
 #define OCLIP_TRAINING_OPTIMIZER_H_
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/status.h"
 

@@ -6,27 +6,28 @@
 
 namespace oclip {
 
-absl::StatusOr<Precision> ParsePrecision(absl::string_view name, const torch::Device& device) {
-  Precision precision;
+absl::StatusOr<TrainPrecision> ParseTrainPrecision(absl::string_view name,
+                                                   const torch::Device& device) {
+  TrainPrecision precision;
   if (name == "fp32") {
-    precision = Precision::kFp32;
+    precision = TrainPrecision::kFp32;
   } else if (name == "amp") {
-    precision = Precision::kAmp;
+    precision = TrainPrecision::kAmp;
   } else if (name == "amp_bf16" || name == "amp_bfloat16") {
-    precision = Precision::kAmpBf16;
+    precision = TrainPrecision::kAmpBf16;
   } else if (name == "pure_bf16") {
-    precision = Precision::kPureBf16;
+    precision = TrainPrecision::kPureBf16;
   } else if (name == "fp16") {
-    precision = Precision::kFp16;
+    precision = TrainPrecision::kFp16;
   } else if (name == "pure_fp16") {
-    precision = Precision::kPureFp16;
+    precision = TrainPrecision::kPureFp16;
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown --precision '", name,
         "' (expected fp32, amp, amp_bf16, amp_bfloat16, pure_bf16, fp16 or pure_fp16)"));
   }
-  if ((precision == Precision::kAmp || precision == Precision::kFp16 ||
-       precision == Precision::kPureFp16)) {
+  if ((precision == TrainPrecision::kAmp || precision == TrainPrecision::kFp16 ||
+       precision == TrainPrecision::kPureFp16)) {
     if (!device.is_cuda()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "--precision ", name, " needs a CUDA device (fp16 with a grad scaler); on the CPU use ",
@@ -38,19 +39,43 @@ absl::StatusOr<Precision> ParsePrecision(absl::string_view name, const torch::De
   return precision;
 }
 
-torch::ScalarType WeightDtype(Precision precision) {
+const char* TrainPrecisionName(TrainPrecision precision) {
   switch (precision) {
-    case Precision::kPureBf16: return torch::kBFloat16;
-    case Precision::kPureFp16: return torch::kHalf;
-    default: return torch::kFloat;
+    case TrainPrecision::kFp32:
+      return "fp32";
+    case TrainPrecision::kAmp:
+      return "amp";
+    case TrainPrecision::kAmpBf16:
+      return "amp_bf16";
+    case TrainPrecision::kPureBf16:
+      return "pure_bf16";
+    case TrainPrecision::kFp16:
+      return "fp16";
+    case TrainPrecision::kPureFp16:
+      return "pure_fp16";
+  }
+  return "?";
+}
+
+torch::ScalarType WeightDtype(TrainPrecision precision) {
+  switch (precision) {
+    case TrainPrecision::kPureBf16:
+      return torch::kBFloat16;
+    case TrainPrecision::kPureFp16:
+      return torch::kHalf;
+    default:
+      return torch::kFloat;
   }
 }
 
-torch::ScalarType AutocastDtype(Precision precision) {
+torch::ScalarType AutocastDtype(TrainPrecision precision) {
   switch (precision) {
-    case Precision::kAmpBf16: return torch::kBFloat16;
-    case Precision::kAmp: return torch::kHalf;
-    default: return torch::kFloat;
+    case TrainPrecision::kAmpBf16:
+      return torch::kBFloat16;
+    case TrainPrecision::kAmp:
+      return torch::kHalf;
+    default:
+      return torch::kFloat;
   }
 }
 

@@ -14,16 +14,20 @@
 
 namespace oclip {
 
-enum class Precision { kFp32, kAmp, kAmpBf16, kPureBf16, kFp16, kPureFp16 };
+enum class TrainPrecision { kFp32, kAmp, kAmpBf16, kPureBf16, kFp16, kPureFp16 };
 
 // INVALID_ARGUMENT for unknown names; FAILED_PRECONDITION for a mode this
 // device cannot run (amp/fp16/pure_fp16 without CUDA), saying what to use.
-absl::StatusOr<Precision> ParsePrecision(absl::string_view name, const torch::Device& device);
+absl::StatusOr<TrainPrecision> ParseTrainPrecision(absl::string_view name,
+                                                   const torch::Device& device);
+
+// OpenCLIP's spelling ("fp32", "amp_bf16", ...).
+const char* TrainPrecisionName(TrainPrecision precision);
 
 // The dtype of weights and inputs (kBFloat16 for pure_bf16, kHalf for
 // pure_fp16, else kFloat), and the autocast dtype (kFloat: no autocast).
-torch::ScalarType WeightDtype(Precision precision);
-torch::ScalarType AutocastDtype(Precision precision);
+torch::ScalarType WeightDtype(TrainPrecision precision);
+torch::ScalarType AutocastDtype(TrainPrecision precision);
 
 // Enables CPU (or CUDA) autocast to `dtype` for its lifetime; kFloat: no-op.
 class AutocastGuard {

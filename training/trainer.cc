@@ -11,9 +11,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/logging.h"
 #include "core/status.h"
 #include "core/tensorboard_writer.h"
@@ -158,11 +158,11 @@ absl::Status Trainer::ApplyLocks() {
     }
     for (auto& item : model_->named_parameters()) {
       const std::string& name = item.key();
-      const bool text = hf ? absl::StartsWith(name, "text.transformer.")
-                           : (absl::StartsWith(name, "transformer.") ||
-                              absl::StartsWith(name, "token_embedding.") ||
-                              name == "positional_embedding" ||
-                              absl::StartsWith(name, "ln_final.") || name == "text_projection");
+      const bool text =
+          hf ? absl::StartsWith(name, "text.transformer.")
+             : (absl::StartsWith(name, "transformer.") ||
+                absl::StartsWith(name, "token_embedding.") || name == "positional_embedding" ||
+                absl::StartsWith(name, "ln_final.") || name == "text_projection");
       if (!text) continue;
       const int block = BlockIndex(name, blocks);
       bool unlocked = block >= 0 && block >= layers - options_.lock_text_unlocked_layers;
@@ -207,18 +207,19 @@ absl::Status Trainer::Setup() {
     std::replace(model_name.begin(), model_name.end(), '/', '-');
     options_.name = absl::StrCat(stamp, "-model_", model_name, "-lr_", options_.adamw.lr, "-b_",
                                  options_.batch_size, "-j_", options_.workers, "-p_",
-                                 static_cast<int>(options_.precision));
+                                 TrainPrecisionName(options_.precision));
   }
   const bool resume_latest = options_.resume == "latest";
   if (options_.logs != "none") {
-    run_dir_ = absl::StrCat(options_.logs, absl::EndsWith(options_.logs, "/") ? "" : "/",
-                            options_.name);
+    run_dir_ =
+        absl::StrCat(options_.logs, absl::EndsWith(options_.logs, "/") ? "" : "/", options_.name);
     checkpoint_dir_ = run_dir_ + "/checkpoints";
     if (master_) {
       if (PathExists(run_dir_ + "/out.log") && !resume_latest) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "experiment ", run_dir_, " already exists; use --name to pick another or "
-            "--resume latest to continue it"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("experiment ", run_dir_,
+                         " already exists; use --name to pick another or "
+                         "--resume latest to continue it"));
       }
       OCLIP_RETURN_IF_ERROR(MakeDirectories(checkpoint_dir_));
       out_log_.open(run_dir_ + "/out.log", std::ios::app);
@@ -253,9 +254,9 @@ absl::Status Trainer::Setup() {
     OCLIP_ASSIGN_OR_RETURN(train_, DataPipeline::Create(data, tokenizer_.get()));
     steps_per_epoch_ = train_->num_batches() / options_.accum_freq;
     if (steps_per_epoch_ == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "an epoch has ", train_->num_batches(), " batches: fewer than --accum-freq ",
-          options_.accum_freq));
+      return absl::InvalidArgumentError(absl::StrCat("an epoch has ", train_->num_batches(),
+                                                     " batches: fewer than --accum-freq ",
+                                                     options_.accum_freq));
     }
   }
   if (!options_.val_data.empty() && master_) {
@@ -311,7 +312,7 @@ absl::Status Trainer::Setup() {
         {"lr", absl::StrCat(options_.adamw.lr)},
         {"model", options_.model_name},
         {"name", options_.name},
-        {"precision", absl::StrCat(static_cast<int>(options_.precision))},
+        {"precision", TrainPrecisionName(options_.precision)},
         {"resume", options_.resume},
         {"seed", absl::StrCat(options_.seed)},
         {"train_data", options_.train_data},
@@ -429,8 +430,8 @@ absl::Status Trainer::TrainEpoch(int64_t epoch) {
     for (Batch& b : micro_batches) {
       OCLIP_ASSIGN_OR_RETURN(bool more, train_->Next(&b));
       if (!more) {
-        return absl::DataLossError(absl::StrCat("epoch ", epoch, " ended after ", i, " of ",
-                                                steps_per_epoch_, " steps"));
+        return absl::DataLossError(
+            absl::StrCat("epoch ", epoch, " ended after ", i, " of ", steps_per_epoch_, " steps"));
       }
     }
     data_seconds += std::chrono::duration<double>(Clock::now() - data_start).count();
@@ -481,8 +482,8 @@ absl::Status Trainer::Evaluate(int64_t completed_epoch) {
   const torch::ScalarType autocast = AutocastDtype(options_.precision);
   Metrics metrics;
   if (!options_.imagenet_val.empty() &&
-      (last || (options_.zeroshot_frequency > 0 &&
-                completed_epoch % options_.zeroshot_frequency == 0))) {
+      (last ||
+       (options_.zeroshot_frequency > 0 && completed_epoch % options_.zeroshot_frequency == 0))) {
     ZeroShotOptions zero_shot;
     zero_shot.root = options_.imagenet_val;
     zero_shot.classnames_file = options_.zeroshot_classnames;
@@ -515,7 +516,8 @@ absl::Status Trainer::Evaluate(int64_t completed_epoch) {
   if (!checkpoint_dir_.empty()) {
     std::ofstream results(checkpoint_dir_ + "/results.jsonl", std::ios::app);
     results << MetricsJson(metrics) << "\n";
-    if (!results) return absl::InternalError("cannot append to " + checkpoint_dir_ + "/results.jsonl");
+    if (!results)
+      return absl::InternalError("cannot append to " + checkpoint_dir_ + "/results.jsonl");
   }
   summary_.last_metrics = metrics;
   return absl::OkStatus();
@@ -555,8 +557,8 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
       return summary_;
     }
     Info(absl::StrCat("training ", options_.model_name, " for ", options_.epochs, " epochs of ",
-                      steps_per_epoch_, " steps on ", communicator_->world_size(),
-                      " rank(s); ", train_->num_samples(), " samples per epoch"));
+                      steps_per_epoch_, " steps on ", communicator_->world_size(), " rank(s); ",
+                      train_->num_samples(), " samples per epoch"));
     for (int64_t epoch = start_epoch_; epoch < options_.epochs; ++epoch) {
       Info(absl::StrCat("Start epoch ", epoch));
       OCLIP_RETURN_IF_ERROR(TrainEpoch(epoch));

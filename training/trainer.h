@@ -49,8 +49,8 @@ class TensorBoardWriter;
 
 struct TrainerOptions {
   // Data (OpenCLIP's flag names in comments).
-  std::string train_data;            // --train-data
-  std::string val_data;              // --val-data
+  std::string train_data;             // --train-data
+  std::string val_data;               // --val-data
   std::string dataset_type = "auto";  // --dataset-type auto|csv|webdataset|synthetic
   std::string csv_img_key = "filepath";
   std::string csv_caption_key = "title";
@@ -59,9 +59,9 @@ struct TrainerOptions {
   int64_t val_num_samples = 0;
   bool dataset_resampled = false;
   int workers = 4;
-  std::string imagenet_val;          // --imagenet-val (ImageFolder root)
-  std::string zeroshot_classnames;   // class names file for --imagenet-val
-  std::string zeroshot_templates;    // templates file ("" = OpenAI's 80)
+  std::string imagenet_val;         // --imagenet-val (ImageFolder root)
+  std::string zeroshot_classnames;  // class names file for --imagenet-val
+  std::string zeroshot_templates;   // templates file ("" = OpenAI's 80)
 
   // Model.
   std::string model_name;  // for params.txt, checkpoints and the run name
@@ -84,7 +84,7 @@ struct TrainerOptions {
   bool skip_scheduler = false;
   double grad_clip_norm = 0;  // <= 0: no clipping
   int accum_freq = 1;
-  Precision precision = Precision::kFp32;
+  TrainPrecision precision = TrainPrecision::kFp32;
   ClipLossOptions loss;
   int max_consecutive_nonfinite = 10;
 
@@ -107,12 +107,12 @@ struct TrainerOptions {
 
 // What a finished run did (for the CLI's summary and tests).
 struct TrainSummary {
-  int64_t steps = 0;             // optimizer steps taken in this process
-  int64_t skipped_steps = 0;     // non-finite losses
+  int64_t steps = 0;          // optimizer steps taken in this process
+  int64_t skipped_steps = 0;  // non-finite losses
   double last_loss = 0;
   Metrics last_metrics;
-  std::string run_dir;           // "" when --logs none
-  std::string last_checkpoint;   // "" when none was written
+  std::string run_dir;          // "" when --logs none
+  std::string last_checkpoint;  // "" when none was written
 };
 
 class Trainer {

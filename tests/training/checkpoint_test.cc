@@ -2,15 +2,15 @@
 // names), the state file restores AdamW exactly, `latest` picks the newest
 // complete pair, and a half-written pair is refused.
 
-#include <unistd.h>
+#include "training/checkpoint.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "core/safetensors.h"
 #include "model/model_loader.h"
 #include "tests/core/scratch_dir.h"
 #include "tests/model/reference.h"
-#include "training/checkpoint.h"
 #include "training/optimizer.h"
 
 namespace oclip {
@@ -41,7 +41,8 @@ TEST(CheckpointTest, RoundTripRestoresModelAndOptimizer) {
   ASSERT_NE(model, nullptr);
   AdamW optimizer(OpenClipParamGroups(*model, 0.2), AdamWOptions{1e-3, 0.9, 0.98, 1e-6});
   FakeStep(*model, optimizer, 0.5f);
-  ASSERT_TRUE(SaveTrainingCheckpoint(dir, "epoch_1", *model, optimizer, {1, 7, "run", "tiny"}).ok());
+  ASSERT_TRUE(
+      SaveTrainingCheckpoint(dir, "epoch_1", *model, optimizer, {1, 7, "run", "tiny"}).ok());
 
   // The model file is a plain OpenCLIP state dict: it loads as --pretrained.
   auto reloaded = LoadTinyVit(ModelCheckpointPath(dir, "epoch_1"));
@@ -84,7 +85,8 @@ TEST(CheckpointTest, LatestIsTheNewestCompletePair) {
 
   // A crash between the two writes of epoch 11 leaves a state without its
   // model: not a candidate.
-  ASSERT_TRUE(SaveTrainingCheckpoint(dir, "epoch_11", *model, optimizer, {11, 55, "run", "tiny"}).ok());
+  ASSERT_TRUE(
+      SaveTrainingCheckpoint(dir, "epoch_11", *model, optimizer, {11, 55, "run", "tiny"}).ok());
   ASSERT_EQ(::unlink(ModelCheckpointPath(dir, "epoch_11").c_str()), 0);
   EXPECT_EQ(*FindLatestCheckpoint(dir), ModelCheckpointPath(dir, "epoch_10"));
 
@@ -93,9 +95,10 @@ TEST(CheckpointTest, LatestIsTheNewestCompletePair) {
                      ModelCheckpointPath(dir, "epoch_11").c_str()),
             0);
   EXPECT_EQ(*FindLatestCheckpoint(dir), ModelCheckpointPath(dir, "epoch_10"));
-  EXPECT_EQ(
-      LoadTrainingCheckpoint(ModelCheckpointPath(dir, "epoch_11"), *model, &optimizer).status().code(),
-      absl::StatusCode::kDataLoss);
+  EXPECT_EQ(LoadTrainingCheckpoint(ModelCheckpointPath(dir, "epoch_11"), *model, &optimizer)
+                .status()
+                .code(),
+            absl::StatusCode::kDataLoss);
 }
 
 }  // namespace

@@ -3,19 +3,20 @@
 // epochs sized by --train-num-samples, evaluation order with a partial last
 // batch, and clear errors for unusable options.
 
+#include "training/data_pipeline.h"
+
+#include <gtest/gtest.h>
+
 #include <fstream>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "model/config.h"
 #include "model/tokenizer/load_tokenizer.h"
 #include "tests/core/scratch_dir.h"
 #include "tests/data/test_shards.h"
 #include "tests/model/reference.h"
-#include "training/data_pipeline.h"
 
 namespace oclip {
 namespace {
@@ -126,8 +127,7 @@ TEST(DataPipelineTest, EvaluationKeepsFileOrderAndThePartialBatch) {
   EXPECT_EQ(batches[1].images.size(0), 3);
   // "caption 5" is row 1 of the second batch.
   const std::vector<int64_t> ids = tokenizer->Tokenize(std::vector<std::string>{"caption 5"});
-  EXPECT_TRUE(torch::equal(batches[1].tokens[1],
-                           torch::tensor(ids, torch::kLong)));
+  EXPECT_TRUE(torch::equal(batches[1].tokens[1], torch::tensor(ids, torch::kLong)));
 }
 
 TEST(DataPipelineTest, WebDatasetEpochIsSizedByNumSamples) {

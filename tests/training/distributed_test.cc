@@ -4,17 +4,18 @@
 // are compared with one process taking the whole batch. Also the collectives
 // themselves and the torchrun/SLURM environment rules.
 
+#include "training/distributed.h"
+
+#include <gtest/gtest.h>
+
 #include <future>
 #include <map>
 #include <string>
 #include <thread>
 
-#include <gtest/gtest.h>
-
 #include "model/model_loader.h"
 #include "tests/model/reference.h"
 #include "training/clip_loss.h"
-#include "training/distributed.h"
 #include "training/optimizer.h"
 
 namespace oclip {
@@ -87,10 +88,9 @@ StepResult Step(int64_t begin, int64_t count, Communicator* communicator,
   AdamW optimizer(OpenClipParamGroups(*model, 0.2), AdamWOptions{1e-3, 0.9, 0.98, 1e-6});
   if (communicator != nullptr) BroadcastModule(*model, *communicator);
   const auto normalize = F::NormalizeFuncOptions().dim(-1);
-  torch::Tensor loss =
-      ClipLoss(F::normalize(model->ImageForward(images), normalize),
-               F::normalize(model->TextForward(tokens), normalize), model->logit_scale().exp(),
-               loss_options, communicator);
+  torch::Tensor loss = ClipLoss(F::normalize(model->ImageForward(images), normalize),
+                                F::normalize(model->TextForward(tokens), normalize),
+                                model->logit_scale().exp(), loss_options, communicator);
   loss.backward();
   const std::vector<torch::Tensor> params = AllParameters(optimizer.groups());
   if (communicator != nullptr) AverageGradients(params, *communicator, /*bucket_bytes=*/64 << 10);
@@ -224,8 +224,11 @@ std::function<const char*(const char*)> Env(std::map<std::string, std::string> v
 }
 
 TEST(DistributedEnvTest, TorchrunVariables) {
-  auto env = DetectDistributedEnv(Env({{"WORLD_SIZE", "4"}, {"RANK", "3"}, {"LOCAL_RANK", "1"},
-                                       {"MASTER_ADDR", "node0"}, {"MASTER_PORT", "1234"}}));
+  auto env = DetectDistributedEnv(Env({{"WORLD_SIZE", "4"},
+                                       {"RANK", "3"},
+                                       {"LOCAL_RANK", "1"},
+                                       {"MASTER_ADDR", "node0"},
+                                       {"MASTER_PORT", "1234"}}));
   ASSERT_TRUE(env.ok()) << env.status();
   EXPECT_TRUE(env->distributed);
   EXPECT_EQ(env->rank, 3);

@@ -9,21 +9,20 @@
 //   - `oclip launch` with two Gloo ranks follows the one-process run with the
 //     same global batch.
 
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-#include <torch/torch.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -74,20 +73,46 @@ const Fixture& Data() {
   return *fixture;
 }
 
-std::vector<std::string> TrainArgs(const std::string& logs, const std::string& name,
-                                   int epochs, int batch_size = 32, int threads = 2) {
+std::vector<std::string> TrainArgs(const std::string& logs, const std::string& name, int epochs,
+                                   int batch_size = 32, int threads = 2) {
   const Fixture& f = Data();
-  return {OCLIP_BINARY, "train", "--model", f.config, "--pretrained", "random",
-          "--tokenizer", ReferencePath("bpe_simple_vocab_16e6.txt.gz"),
-          "--train-data", f.data.csv_path, "--csv-separator", "\t",
-          "--batch-size", std::to_string(batch_size), "--epochs", std::to_string(epochs),
-          "--lr", "2e-3", "--warmup", "20", "--wd", "0.1", "--workers", "2",
-          "--threads", std::to_string(threads),
-          "--logs", logs, "--name", name, "--log-every-n-steps", "1", "--seed", "3"};
+  return {OCLIP_BINARY,
+          "train",
+          "--model",
+          f.config,
+          "--pretrained",
+          "random",
+          "--tokenizer",
+          ReferencePath("bpe_simple_vocab_16e6.txt.gz"),
+          "--train-data",
+          f.data.csv_path,
+          "--csv-separator",
+          "\t",
+          "--batch-size",
+          std::to_string(batch_size),
+          "--epochs",
+          std::to_string(epochs),
+          "--lr",
+          "2e-3",
+          "--warmup",
+          "20",
+          "--wd",
+          "0.1",
+          "--workers",
+          "2",
+          "--threads",
+          std::to_string(threads),
+          "--logs",
+          logs,
+          "--name",
+          name,
+          "--log-every-n-steps",
+          "1",
+          "--seed",
+          "3"};
 }
 
-std::vector<std::string> With(std::vector<std::string> args,
-                              const std::vector<std::string>& more) {
+std::vector<std::string> With(std::vector<std::string> args, const std::vector<std::string>& more) {
   args.insert(args.end(), more.begin(), more.end());
   return args;
 }
@@ -107,10 +132,8 @@ std::map<int64_t, double> LossCurve(const std::string& out_log,
     if (step_at == absl::string_view::npos || loss_at == absl::string_view::npos) continue;
     int64_t step;
     double loss;
-    std::vector<absl::string_view> step_word =
-        absl::StrSplit(line.substr(step_at + 6), ' ');
-    std::vector<absl::string_view> loss_word =
-        absl::StrSplit(line.substr(loss_at + 6), ' ');
+    std::vector<absl::string_view> step_word = absl::StrSplit(line.substr(step_at + 6), ' ');
+    std::vector<absl::string_view> loss_word = absl::StrSplit(line.substr(loss_at + 6), ' ');
     if (absl::SimpleAtoi(step_word[0], &step) && absl::SimpleAtod(loss_word[0], &loss)) {
       curve[step] = loss;
     }
@@ -145,12 +168,12 @@ TEST(TrainE2eTest, LearnsTheSyntheticSetAndItsCheckpointEncodes) {
   ASSERT_FALSE(f.data.csv_path.empty());
   const std::string logs = ScratchPath("logs");
   const int kEpochs = 12;  // 16 steps each: 192 steps.
-  testing::CommandResult run = RunCommand(With(
-      TrainArgs(logs, "learn", kEpochs),
-      {"--val-data", f.data.val_csv_path, "--imagenet-val", f.data.imagenet_val_dir,
-       "--zeroshot-classnames", f.data.classnames_path, "--zeroshot-templates", f.templates,
-       "--zeroshot-frequency", "100", "--val-frequency", "100", "--save-frequency", "100",
-       "--report-to", "tensorboard"}));
+  testing::CommandResult run =
+      RunCommand(With(TrainArgs(logs, "learn", kEpochs),
+                      {"--val-data", f.data.val_csv_path, "--imagenet-val", f.data.imagenet_val_dir,
+                       "--zeroshot-classnames", f.data.classnames_path, "--zeroshot-templates",
+                       f.templates, "--zeroshot-frequency", "100", "--val-frequency", "100",
+                       "--save-frequency", "100", "--report-to", "tensorboard"}));
   ASSERT_EQ(run.exit_code, 0) << run.command << "\n" << run.err;
   const std::string run_dir = logs + "/learn";
 
@@ -198,8 +221,8 @@ TEST(TrainE2eTest, LearnsTheSyntheticSetAndItsCheckpointEncodes) {
 
   // The checkpoint in `oclip encode`: features of the validation images and
   // captions give the validation loss and ranks the trainer logged.
-  const std::string checkpoint = run_dir + "/checkpoints/epoch_" + std::to_string(kEpochs) +
-                                 ".safetensors";
+  const std::string checkpoint =
+      run_dir + "/checkpoints/epoch_" + std::to_string(kEpochs) + ".safetensors";
   std::vector<std::string> images, captions;
   bool header = true;
   for (absl::string_view line : absl::StrSplit(ReadFileOrEmpty(f.data.val_csv_path), '\n')) {
@@ -219,10 +242,18 @@ TEST(TrainE2eTest, LearnsTheSyntheticSetAndItsCheckpointEncodes) {
     std::ofstream out(texts_file);
     for (const std::string& c : captions) out << c << "\n";
   }
-  std::vector<std::string> encode = {OCLIP_BINARY, "encode", "--model", f.config, "--pretrained",
-                                     checkpoint, "--tokenizer",
-                                     ReferencePath("bpe_simple_vocab_16e6.txt.gz"), "--normalize",
-                                     "--texts-file", texts_file, "--output",
+  std::vector<std::string> encode = {OCLIP_BINARY,
+                                     "encode",
+                                     "--model",
+                                     f.config,
+                                     "--pretrained",
+                                     checkpoint,
+                                     "--tokenizer",
+                                     ReferencePath("bpe_simple_vocab_16e6.txt.gz"),
+                                     "--normalize",
+                                     "--texts-file",
+                                     texts_file,
+                                     "--output",
                                      ScratchPath("encoded")};
   for (const std::string& image : images) {
     encode.push_back("--image");
@@ -278,8 +309,7 @@ TEST(TrainE2eTest, ResumedRunFollowsTheUninterruptedCurve) {
   // The state a crash during the second epoch leaves: only epoch_1 was saved.
   for (int epoch : {2}) {
     for (const char* suffix : {".safetensors", ".state.safetensors"}) {
-      const std::string path =
-          absl::StrCat(logs, "/cut/checkpoints/epoch_", epoch, suffix);
+      const std::string path = absl::StrCat(logs, "/cut/checkpoints/epoch_", epoch, suffix);
       ASSERT_EQ(::unlink(path.c_str()), 0) << path;
     }
   }
@@ -434,8 +464,9 @@ TEST(TrainE2eTest, TwoLaunchedRanksFollowOneProcess) {
        {std::vector<std::string>{"--gather-with-grad"},
         std::vector<std::string>{"--local-loss", "--gather-with-grad"}}) {
     const std::string name = loss_flags.size() == 1 ? "two_global" : "two_local";
-    std::vector<std::string> args = {OCLIP_BINARY, "launch", "--nproc-per-node", "2",
-                                     "--master-port", std::to_string(FreePort()), "--"};
+    std::vector<std::string> args = {OCLIP_BINARY, "launch",        "--nproc-per-node",
+                                     "2",          "--master-port", std::to_string(FreePort()),
+                                     "--"};
     const std::vector<std::string> train = With(TrainArgs(logs, name, kEpochs, 16, 1), loss_flags);
     args.insert(args.end(), train.begin(), train.end());
     testing::CommandResult two = RunCommand(args);

@@ -3,10 +3,10 @@
 // compared with ../shared/reference/tiny-vit.train_step.safetensors. Also the
 // LR schedules against their formulas and the optimiser's building blocks.
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -143,8 +143,8 @@ TEST(TrainStepTest, LibTorchAdamWComputesTheSameUpdate) {
   torch::Tensor b = a.detach().clone().requires_grad_(true);
   AdamWOptions options{1e-2, 0.9, 0.98, 1e-6};
   AdamW ours({ParamGroup{{{"w", a}}, 0.2}}, options);
-  torch::optim::AdamW theirs({b}, torch::optim::AdamWOptions(1e-2).betas({0.9, 0.98}).eps(1e-6)
-                                      .weight_decay(0.2));
+  torch::optim::AdamW theirs(
+      {b}, torch::optim::AdamWOptions(1e-2).betas({0.9, 0.98}).eps(1e-6).weight_decay(0.2));
   for (int step = 0; step < 4; ++step) {
     const torch::Tensor grad = torch::randn({5, 7});
     a.mutable_grad() = grad.clone();
