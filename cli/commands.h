@@ -16,6 +16,7 @@ int RunIndex(int argc, char** argv);
 int RunFetch(int argc, char** argv);
 int RunServe(int argc, char** argv);
 int RunClient(int argc, char** argv);
+int RunLaunch(int argc, char** argv);
 // `oclip bench serve` (cli/bench_serve.cc), reached through RunBench.
 int RunBenchServe(int argc, char** argv);
 // `oclip bench train` (cli/bench_train.cc), reached through RunBench.

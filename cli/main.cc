@@ -22,6 +22,7 @@ constexpr char kUsage[] =
     "  serve     the gRPC inference server (batched encode, classify, health, metrics)\n"
     "  client    call a running server: encode-image, encode-text, classify, health, models\n"
     "  train     train a CLIP model (OpenCLIP's training flags; data-parallel over Gloo)\n"
+    "  launch    run N local ranks of a distributed job with torchrun's environment\n"
     "  bench     measure preprocessing, encoding and serving throughput (JSON)\n"
     "\n"
     "Run `oclip COMMAND --help` for the flags of a command.\n";
@@ -41,6 +42,7 @@ constexpr Command kCommands[] = {
     {"client", oclip::cli::RunClient},
     {"index", oclip::cli::RunIndex},
     {"train", oclip::cli::RunTrain},
+    {"launch", oclip::cli::RunLaunch},
     {"bench", oclip::cli::RunBench},
 };
 
