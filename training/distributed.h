@@ -54,7 +54,8 @@ struct StoreOptions {
   int port = 29500;  // 0 on the server: pick a free port (see StorePort).
   bool is_server = false;
   int world_size = 1;
-  std::chrono::milliseconds timeout = std::chrono::minutes(5);
+  // Long enough for the master's evaluation, which the other ranks wait for.
+  std::chrono::milliseconds timeout = std::chrono::minutes(30);
 };
 
 // A c10d TCPStore client or server (the server does not wait for clients).
@@ -72,7 +73,7 @@ class GlooCommunicator final : public Communicator {
   static absl::StatusOr<std::unique_ptr<GlooCommunicator>> Create(
       const c10::intrusive_ptr<c10d::Store>& store, int rank, int world_size,
       const std::string& host = "127.0.0.1",
-      std::chrono::milliseconds timeout = std::chrono::minutes(5));
+      std::chrono::milliseconds timeout = std::chrono::minutes(30));
 
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
