@@ -376,6 +376,26 @@ TEST(TrainE2eTest, NonFiniteLossesStopTheRunAndKeepTheLastCheckpoint) {
   EXPECT_TRUE(ReadFileOrEmpty(logs + "/run/checkpoints/epoch_2.safetensors").empty());
 }
 
+TEST(TrainE2eTest, Bf16PrecisionsTrainCloseToFp32) {
+  const std::string logs = ScratchPath("precision_logs");
+  testing::CommandResult fp32 = RunCommand(TrainArgs(logs, "fp32", 1));
+  ASSERT_EQ(fp32.exit_code, 0) << fp32.err;
+  const std::map<int64_t, double> reference = LossCurve(logs + "/fp32/out.log");
+  ASSERT_EQ(reference.size(), 16u);
+  for (const std::string precision : {"amp_bf16", "pure_bf16"}) {
+    testing::CommandResult run =
+        RunCommand(With(TrainArgs(logs, precision, 1), {"--precision", precision}));
+    ASSERT_EQ(run.exit_code, 0) << precision << "\n" << run.err;
+    const std::map<int64_t, double> curve = LossCurve(logs + "/" + precision + "/out.log");
+    ASSERT_EQ(curve.size(), reference.size()) << precision;
+    // bf16 keeps 8 bits of mantissa: the first loss within 2%, the trained
+    // curve within 10% of fp32's.
+    EXPECT_NEAR(curve.at(0), reference.at(0), 0.02 * reference.at(0)) << precision;
+    EXPECT_NEAR(Mean(curve, 11, 5), Mean(reference, 11, 5), 0.1 * Mean(reference, 11, 5))
+        << precision;
+  }
+}
+
 // name -> tensor bytes of a model checkpoint.
 std::map<std::string, std::string> CheckpointTensors(const std::string& path) {
   std::map<std::string, std::string> tensors;
