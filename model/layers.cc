@@ -22,9 +22,12 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
   if (with_bias) bias = register_parameter("bias", torch::empty({out_features}, options));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  return torch::linear(x, weight, bias);
+}
 
-LayerNormImpl::LayerNormImpl(int64_t dim, double eps_value, const torch::TensorOptions& options)
+LayerNormImpl::LayerNormImpl(int64_t dim, double eps_value,
+                             const torch::TensorOptions& options)
     : eps(eps_value) {
   weight = register_parameter("weight", torch::empty({dim}, options));
   bias = register_parameter("bias", torch::empty({dim}, options));
@@ -46,8 +49,8 @@ Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel
                        int64_t stride_value, int64_t padding_value, bool with_bias,
                        const torch::TensorOptions& options)
     : stride(stride_value), padding(padding_value) {
-  weight = register_parameter("weight",
-                              torch::empty({out_channels, in_channels, kernel, kernel}, options));
+  weight = register_parameter(
+      "weight", torch::empty({out_channels, in_channels, kernel, kernel}, options));
   if (with_bias) bias = register_parameter("bias", torch::empty({out_channels}, options));
 }
 
@@ -114,9 +117,9 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   return c_proj(Activate(activation, c_fc(x)));
 }
 
-ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t dim, int64_t heads,
-                                                       int64_t mlp_width, Activation activation,
-                                                       const torch::TensorOptions& options)
+ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(
+    int64_t dim, int64_t heads, int64_t mlp_width, Activation activation,
+    const torch::TensorOptions& options)
     : ln_1(dim, 1e-5, options),
       attn(dim, heads, options),
       ln_2(dim, 1e-5, options),
@@ -133,8 +136,9 @@ torch::Tensor ResidualAttentionBlockImpl::forward(const torch::Tensor& x,
   return h + mlp(ln_2(h));
 }
 
-TransformerImpl::TransformerImpl(int64_t dim, int64_t layers, int64_t heads, int64_t mlp_width,
-                                 Activation activation, const torch::TensorOptions& options) {
+TransformerImpl::TransformerImpl(int64_t dim, int64_t layers, int64_t heads,
+                                 int64_t mlp_width, Activation activation,
+                                 const torch::TensorOptions& options) {
   resblocks_ = register_module("resblocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < layers; ++i) {
     blocks.emplace_back(dim, heads, mlp_width, activation, options);
