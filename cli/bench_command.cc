@@ -116,8 +116,9 @@ int RunBench(int argc, char** argv) {
   if (kind == "serve") return RunBenchServe(argc - 1, argv + 1);
   if (kind == "embed") return RunBenchEmbed(argc - 1, argv + 1);
   if (kind == "index") return RunBenchIndex(argc - 1, argv + 1);
+  if (kind == "train") return RunBenchTrain(argc - 1, argv + 1);
   if (kind != "preprocess" && kind != "encode" && kind != "tokenize") {
-    std::cerr << "usage: oclip bench preprocess|tokenize|encode|serve|embed|index [flags] "
+    std::cerr << "usage: oclip bench preprocess|tokenize|encode|serve|embed|index|train [flags] "
                  "(see oclip bench KIND --help)\n";
     return 2;
   }

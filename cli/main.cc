@@ -21,6 +21,8 @@ constexpr char kUsage[] =
     "  index     build a FAISS index over embeddings, and search it (build|search)\n"
     "  serve     the gRPC inference server (batched encode, classify, health, metrics)\n"
     "  client    call a running server: encode-image, encode-text, classify, health, models\n"
+    "  train     train a CLIP model (OpenCLIP's training flags; data-parallel over Gloo)\n"
+    "  launch    run N local ranks of a distributed job with torchrun's environment\n"
     "  bench     measure preprocessing, encoding and serving throughput (JSON)\n"
     "\n"
     "Run `oclip COMMAND --help` for the flags of a command.\n";
@@ -39,6 +41,8 @@ constexpr Command kCommands[] = {
     {"serve", oclip::cli::RunServe},
     {"client", oclip::cli::RunClient},
     {"index", oclip::cli::RunIndex},
+    {"train", oclip::cli::RunTrain},
+    {"launch", oclip::cli::RunLaunch},
     {"bench", oclip::cli::RunBench},
 };
 

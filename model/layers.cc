@@ -34,6 +34,14 @@ LayerNormImpl::LayerNormImpl(int64_t dim, double eps_value,
 }
 
 torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
+  if (x.scalar_type() != weight.scalar_type()) {
+    // Under CPU autocast (amp_bf16 training) activations arrive in bf16 while
+    // the weights stay fp32, and LibTorch 1.13's CPU autocast leaves
+    // layer_norm to the kernel, which refuses mixed dtypes. Normalize in the
+    // weights' precision and return the input's, as OpenCLIP's LayerNorm does.
+    return torch::layer_norm(x.to(weight.scalar_type()), {weight.size(0)}, weight, bias, eps)
+        .to(x.scalar_type());
+  }
   return torch::layer_norm(x, {weight.size(0)}, weight, bias, eps);
 }
 

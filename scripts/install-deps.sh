@@ -34,10 +34,14 @@ packages=(
   libarchive-dev libfaiss-dev libsqlite3-dev
   # Tests: the Python grpcio client example, TLS certificates made at test time.
   python3-grpcio python3-protobuf python3-numpy openssl
+  # Tests: PIL computes the train transform's expected pixels (tests/model).
+  python3-pil
   # LibTorch's fp32 GEMMs go through libblas.so.3: without OpenBLAS that is
   # Debian's reference BLAS, ~30x slower (measured: ViT-B-32 0.48 vs 16
   # images/s on 2 cores).
   libopenblas0-pthread
+  # Training: LibTorch's c10d headers (ProcessGroupGloo) include gloo's.
+  libgloo-dev
 )
 
 # Only the test suite needs these (the images leave them out).

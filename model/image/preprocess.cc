@@ -1,9 +1,9 @@
 #include "model/image/preprocess.h"
 
+#include <vips/vips.h>
+
 #include <algorithm>
 #include <cmath>
-
-#include <vips/vips.h>
 
 #include "absl/strings/str_cat.h"
 #include "core/mapped_file.h"
@@ -96,9 +96,8 @@ absl::Status CheckPixelLimit(ImageRef& image, const PreprocessOptions& options) 
   const int height = vips_image_get_height(image.get());
   if (width <= 0 || height <= 0) return absl::InvalidArgumentError("image has no pixels");
   if (static_cast<int64_t>(width) * height > options.max_pixels) {
-    return absl::InvalidArgumentError(absl::StrCat("image of ", width, "x", height,
-                                                   " pixels exceeds the limit of ",
-                                                   options.max_pixels));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "image of ", width, "x", height, " pixels exceeds the limit of ", options.max_pixels));
   }
   return absl::OkStatus();
 }
@@ -112,14 +111,6 @@ int JpegShrinkFactor(int width, int height, int size) {
   }
   return 1;
 }
-
-// Resize, crop, RGB conversion and normalization of decoded pixels.
-// How PIL holds the decoded pixels, which decides how it resizes them.
-enum class PilMode {
-  kDirect,   // L, LA, RGB, RGBA: bicubic; alpha premultiplied while resizing
-  kPalette,  // P (palette PNG, GIF): nearest neighbour, no premultiplication
-  kCmyk,     // CMYK JPEG: bicubic on the four bands, then PIL's CMYK -> RGB
-};
 
 // PIL's convert("RGB") of CMYK pixels (Convert.c cmyk2rgb), in place: four
 // bands become three.
@@ -140,15 +131,19 @@ void ConvertCmykToRgb(Image8& image) {
   image.pixels.resize(n * 3);
 }
 
-absl::Status PreprocessPixels(Image8 decoded, PilMode mode, const PreprocessOptions& options,
-                              float* out) {
-  const int width = decoded.width, height = decoded.height;
+}  // namespace
+
+absl::Status ResizeCropNormalize(DecodedImage image, int resized_width, int resized_height,
+                                 const CropRect& crop, const PreprocessOptions& options,
+                                 float* out) {
   const int size = options.image_size;
-  const auto [resized_width, resized_height] = ShortSideResize(width, height, size);
-  CropRect crop;
-  crop.left = static_cast<int>(RoundHalfToEven((resized_width - size) / 2.0));
-  crop.top = static_cast<int>(RoundHalfToEven((resized_height - size) / 2.0));
-  crop.width = crop.height = size;
+  if (crop.width != size || crop.height != size || crop.left < 0 || crop.top < 0 ||
+      crop.left + crop.width > resized_width || crop.top + crop.height > resized_height) {
+    return absl::InternalError("crop is not an image_size square inside the resized image");
+  }
+  Image8& decoded = image.pixels;
+  const PilMode mode = image.mode;
+  const int width = decoded.width, height = decoded.height;
   // PIL resizes images with alpha premultiplied (RGBa/La), unless the size is
   // unchanged (a plain copy).
   const bool has_alpha = mode == PilMode::kDirect && (decoded.bands == 2 || decoded.bands == 4);
@@ -180,8 +175,6 @@ absl::Status PreprocessPixels(Image8 decoded, PilMode mode, const PreprocessOpti
   return absl::OkStatus();
 }
 
-}  // namespace
-
 int64_t RoundHalfToEven(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
 
 std::pair<int, int> ShortSideResize(int width, int height, int size) {
@@ -191,8 +184,8 @@ std::pair<int, int> ShortSideResize(int width, int height, int size) {
   return {static_cast<int>(static_cast<int64_t>(size) * width / height), size};
 }
 
-absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptions& options,
-                                  float* out) {
+absl::StatusOr<DecodedImage> DecodeImageBytes(absl::string_view bytes,
+                                              const PreprocessOptions& options) {
   if (bytes.empty()) return absl::InvalidArgumentError("empty image");
   if (LooksLikeJpeg(bytes)) {
     JpegDecodeOptions jpeg;
@@ -203,8 +196,7 @@ absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptio
       jpeg.fast_dct = true;
     }
     OCLIP_ASSIGN_OR_RETURN(DecodedJpeg decoded, DecodeJpeg(bytes, jpeg));
-    return PreprocessPixels(std::move(decoded.image),
-                            decoded.cmyk ? PilMode::kCmyk : PilMode::kDirect, options, out);
+    return DecodedImage{std::move(decoded.image), decoded.cmyk ? PilMode::kCmyk : PilMode::kDirect};
   }
   OCLIP_RETURN_IF_ERROR(EnsureVips());
   ImageRef image(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "access",
@@ -213,8 +205,20 @@ absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptio
   OCLIP_RETURN_IF_ERROR(CheckPixelLimit(image, options));
   const bool palette = vips_image_get_typeof(image.get(), "palette-bit-depth") != 0;
   OCLIP_ASSIGN_OR_RETURN(Image8 decoded, ToImage8(image));
-  return PreprocessPixels(std::move(decoded), palette ? PilMode::kPalette : PilMode::kDirect,
-                          options, out);
+  return DecodedImage{std::move(decoded), palette ? PilMode::kPalette : PilMode::kDirect};
+}
+
+absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptions& options,
+                                  float* out) {
+  OCLIP_ASSIGN_OR_RETURN(DecodedImage decoded, DecodeImageBytes(bytes, options));
+  const int size = options.image_size;
+  const auto [resized_width, resized_height] =
+      ShortSideResize(decoded.pixels.width, decoded.pixels.height, size);
+  CropRect crop;
+  crop.left = static_cast<int>(RoundHalfToEven((resized_width - size) / 2.0));
+  crop.top = static_cast<int>(RoundHalfToEven((resized_height - size) / 2.0));
+  crop.width = crop.height = size;
+  return ResizeCropNormalize(std::move(decoded), resized_width, resized_height, crop, options, out);
 }
 
 absl::Status PreprocessImageFile(const std::string& path, const PreprocessOptions& options,

@@ -23,7 +23,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "model/image/pil_resample.h"
 
 namespace oclip {
 
@@ -51,6 +53,34 @@ int64_t RoundHalfToEven(double x);
 // torchvision's Resize(size) output for a (width, height) input: the shorter
 // side becomes `size`, the longer int(size * long / short).
 std::pair<int, int> ShortSideResize(int width, int height, int size);
+
+// The two halves of PreprocessImageBytes, shared with the train transform
+// (model/image/train_transform.h), which crops before it resizes.
+
+// How PIL holds the decoded pixels, which decides how it resizes them.
+enum class PilMode {
+  kDirect,   // L, LA, RGB, RGBA: bicubic; alpha premultiplied while resizing
+  kPalette,  // P (palette PNG, GIF): nearest neighbour, no premultiplication
+  kCmyk,     // CMYK JPEG: bicubic on the four bands, then PIL's CMYK -> RGB
+};
+
+struct DecodedImage {
+  Image8 pixels;  // 1-4 bands (CMYK: 4), as PIL holds them.
+  PilMode mode = PilMode::kDirect;
+};
+
+// Decodes as PreprocessImageBytes does (including `max_pixels` and, for
+// JPEGs, `fast_jpeg_shrink` towards `image_size`). Errors as above.
+absl::StatusOr<DecodedImage> DecodeImageBytes(absl::string_view bytes,
+                                              const PreprocessOptions& options);
+
+// Image.resize((resized_width, resized_height)) as PIL does it for the
+// image's mode, then .crop(crop), convert("RGB"), scale and normalize into
+// `out` (CHW). `crop` must be an image_size square inside the resized image
+// (INTERNAL otherwise: a caller's bug).
+absl::Status ResizeCropNormalize(DecodedImage image, int resized_width, int resized_height,
+                                 const CropRect& crop, const PreprocessOptions& options,
+                                 float* out);
 
 }  // namespace oclip
 

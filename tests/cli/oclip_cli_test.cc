@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "tests/core/float_compare.h"
 #include "tests/core/run_command.h"
 #include "tests/core/scoped_env.h"
@@ -325,12 +326,44 @@ TEST(FetchCommandTest, UnknownTagsAndOfflineServersAreClearErrors) {
   EXPECT_EQ(RunOclip({"fetch", "RN50"}).exit_code, 2);
 }
 
+// `oclip launch` end to end (the supervision itself is tested in
+// tests/core/process_group_launcher_test.cc): every rank runs with torchrun's
+// environment, and one failing rank fails the launch, stopping a sibling that
+// would otherwise sleep for ten minutes.
+TEST(LaunchCommandTest, RanksGetTorchrunsEnvironment) {
+  RunResult run = RunOclip({"launch", "--nproc-per-node", "2", "--master-port", "29622", "--",
+                            "sh", "-c", "echo \"rank=$RANK/$WORLD_SIZE local=$LOCAL_RANK "
+                            "addr=$MASTER_ADDR:$MASTER_PORT\""});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  std::vector<std::string> lines = absl::StrSplit(run.out, '\n', absl::SkipEmpty());
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"rank=0/2 local=0 addr=127.0.0.1:29622",
+                                             "rank=1/2 local=1 addr=127.0.0.1:29622"}));
+}
+
+TEST(LaunchCommandTest, OneFailingRankFailsTheLaunch) {
+  RunResult run = RunOclip({"launch", "--nproc-per-node", "2", "--", "sh", "-c",
+                            "if [ \"$RANK\" = 1 ]; then exit 4; fi; exec sleep 600"});
+  EXPECT_EQ(run.exit_code, 4);
+  EXPECT_NE(run.err.find("oclip launch: rank 1 "), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("exited with code 4"), std::string::npos) << run.err;
+}
+
+TEST(LaunchCommandTest, UsageErrors) {
+  EXPECT_EQ(RunOclip({"launch", "--nproc-per-node", "2"}).exit_code, 2);
+  EXPECT_EQ(RunOclip({"launch", "--nproc-per-node", "0", "--", "true"}).exit_code, 2);
+  EXPECT_EQ(RunOclip({"launch", "--nnodes", "2", "--node-rank", "2", "--", "true"}).exit_code, 2);
+  EXPECT_EQ(RunOclip({"launch", "--bogus", "--", "true"}).exit_code, 2);
+  EXPECT_EQ(RunOclip({"launch", "--", "true"}).exit_code, 0);
+}
+
 TEST(HelpTest, EveryCommandHasHelp) {
   const std::vector<std::vector<std::string>> commands = {
       {"models"},        {"encode"},        {"classify"},           {"fetch"},
       {"serve"},         {"embed"},         {"index", "build"},     {"index", "search"},
       {"client", "health"}, {"client", "encode-image"}, {"client", "search"},
-      {"bench", "serve"}, {"bench", "encode"}, {"bench", "embed"}, {"bench", "index"}};
+      {"bench", "serve"}, {"bench", "encode"}, {"bench", "embed"}, {"bench", "index"},
+      {"train"},         {"bench", "train"}, {"launch"}};
   for (const std::vector<std::string>& command : commands) {
     std::vector<std::string> args = command;
     args.push_back("--help");
@@ -343,7 +376,7 @@ TEST(HelpTest, EveryCommandHasHelp) {
   RunResult usage = RunOclip({"--help"});
   EXPECT_EQ(usage.exit_code, 0);
   for (const char* name : {"models", "fetch", "encode", "classify", "embed", "index", "serve",
-                           "client", "bench"}) {
+                           "client", "train", "launch", "bench"}) {
     EXPECT_NE(usage.out.find(std::string("\n  ") + name + " "), std::string::npos) << name;
   }
 }
