@@ -15,6 +15,7 @@
 
 #include "model/model_loader.h"
 #include "tests/model/reference.h"
+#include "tests/training/tiny_vit.h"
 #include "training/clip_loss.h"
 #include "training/optimizer.h"
 
@@ -22,6 +23,7 @@ namespace oclip {
 namespace {
 
 using testing::LoadReferenceTensor;
+using testing::LoadTinyVitForTraining;
 using testing::ReferencePath;
 using testing::RelativeError;
 
@@ -57,17 +59,6 @@ void RunRanks(int world, const std::function<void(int, Communicator&)>& fn) {
   for (auto& t : threads) t.join();
 }
 
-std::shared_ptr<ClipModel> LoadTinyVit() {
-  LoadModelOptions options;
-  options.model = ReferencePath("tiny-vit.json");
-  options.pretrained = ReferencePath("tiny-vit.safetensors");
-  auto model = LoadModel(options);
-  EXPECT_TRUE(model.ok()) << model.status();
-  if (!model.ok()) return nullptr;
-  (*model)->train();
-  return *model;
-}
-
 struct StepResult {
   std::map<std::string, torch::Tensor> grads;
   std::map<std::string, torch::Tensor> params;
@@ -81,7 +72,7 @@ StepResult Step(int64_t begin, int64_t count, Communicator* communicator,
                 const ClipLossOptions& loss_options, double grad_scale = 1.0) {
   namespace F = torch::nn::functional;
   StepResult result;
-  std::shared_ptr<ClipModel> model = LoadTinyVit();
+  std::shared_ptr<ClipModel> model = LoadTinyVitForTraining();
   if (model == nullptr) return result;
   const torch::Tensor images = LoadReferenceTensor(kStepFile, "images").narrow(0, begin, count);
   const torch::Tensor tokens = LoadReferenceTensor(kStepFile, "tokens").narrow(0, begin, count);

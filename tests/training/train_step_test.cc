@@ -13,6 +13,7 @@
 #include "core/safetensors.h"
 #include "model/model_loader.h"
 #include "tests/model/reference.h"
+#include "tests/training/tiny_vit.h"
 #include "training/clip_loss.h"
 #include "training/lr_schedule.h"
 #include "training/optimizer.h"
@@ -21,6 +22,7 @@ namespace oclip {
 namespace {
 
 using testing::LoadReferenceTensor;
+using testing::LoadTinyVitForTraining;
 using testing::ReferencePath;
 using testing::RelativeError;
 
@@ -35,17 +37,6 @@ double MetadataDouble(const std::map<std::string, std::string>& metadata, const 
   double value = NAN;
   EXPECT_TRUE(absl::SimpleAtod(parts.at(index), &value)) << it->second;
   return value;
-}
-
-std::shared_ptr<ClipModel> LoadTinyVit() {
-  LoadModelOptions options;
-  options.model = ReferencePath("tiny-vit.json");
-  options.pretrained = ReferencePath("tiny-vit.safetensors");
-  auto model = LoadModel(options);
-  EXPECT_TRUE(model.ok()) << model.status();
-  if (!model.ok()) return nullptr;
-  (*model)->train();
-  return *model;
 }
 
 torch::Tensor Forward(ClipModel& model, const torch::Tensor& images, const torch::Tensor& tokens,
@@ -69,7 +60,7 @@ TEST(TrainStepTest, OneStepMatchesOpenClip) {
   adamw.eps = MetadataDouble(metadata, "eps");
   const double weight_decay = MetadataDouble(metadata, "weight_decay");
 
-  std::shared_ptr<ClipModel> model = LoadTinyVit();
+  std::shared_ptr<ClipModel> model = LoadTinyVitForTraining();
   ASSERT_NE(model, nullptr);
   const torch::Tensor images = LoadReferenceTensor(kStepFile, "images");
   const torch::Tensor tokens = LoadReferenceTensor(kStepFile, "tokens");
@@ -156,7 +147,7 @@ TEST(TrainStepTest, LibTorchAdamWComputesTheSameUpdate) {
 }
 
 TEST(ParamGroupsTest, FollowsOpenClipExclusions) {
-  std::shared_ptr<ClipModel> model = LoadTinyVit();
+  std::shared_ptr<ClipModel> model = LoadTinyVitForTraining();
   ASSERT_NE(model, nullptr);
   const std::vector<ParamGroup> groups = OpenClipParamGroups(*model, 0.2);
   ASSERT_EQ(groups.size(), 2u);
