@@ -43,13 +43,7 @@ absl::Status BenchEncode(const ModelFlags& model_flags, int64_t batch, double se
   torch::InferenceMode inference;
   const int64_t s = model->config().vision.image_size;
   torch::Tensor images = torch::randn({batch, 3, s, s});
-  const int64_t context = model->config().text.context_length;
-  // Captions of typical length: 12 tokens, then padding.
-  torch::Tensor tokens = torch::zeros({batch, context}, torch::kLong);
-  tokens.slice(1, 0, 12).random_(1, 1000);
-  tokens.select(1, 0).fill_(model->config().text.is_hf() ? 0 : 49406);
-  tokens.select(1, 11).fill_(model->config().text.is_hf() ? 2 : 49407);
-  if (model->config().text.is_hf()) tokens.slice(1, 12).fill_(1);
+  const torch::Tensor tokens = BenchmarkTokens(model->config(), batch);
   OCLIP_ASSIGN_OR_RETURN(double image_rate, MeasureThroughput(seconds, batch, [&] {
                            return model->EncodeImage(images).status();
                          }));

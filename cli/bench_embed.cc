@@ -6,8 +6,6 @@
 // then the offline figure again (the two offline runs bracket the job, so
 // drift of the machine shows). The ratio is what the pipeline keeps.
 
-#include <stdlib.h>
-
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -76,12 +74,7 @@ absl::Status BenchEmbed(const BenchEmbedFlags& flags) {
   if (flags.samples < 1 || flags.batch_size < 1) {
     return absl::InvalidArgumentError("--samples and --batch-size must be >= 1");
   }
-  std::string work = flags.work_dir;
-  if (work.empty()) {
-    std::string pattern = (fs::temp_directory_path() / "oclip-bench-embed-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) return absl::InternalError("mkdtemp failed");
-    work = pattern;
-  }
+  OCLIP_ASSIGN_OR_RETURN(const std::string work, BenchWorkDir(flags.work_dir, "oclip-bench-embed"));
   OCLIP_RETURN_IF_ERROR(WriteImageFolder(flags.image, flags.samples, work + "/images"));
 
   OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, flags.model.LoadModel());

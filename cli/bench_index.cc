@@ -191,12 +191,7 @@ absl::Status BenchIndex(const BenchIndexFlags& flags) {
       flags.k < 1) {
     return absl::InvalidArgumentError("--vectors, --dim, --clusters, --queries, --k must be >= 1");
   }
-  std::string work = flags.work_dir;
-  if (work.empty()) {
-    std::string pattern = (fs::temp_directory_path() / "oclip-bench-index-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) return absl::InternalError("mkdtemp failed");
-    work = pattern;
-  }
+  OCLIP_ASSIGN_OR_RETURN(const std::string work, BenchWorkDir(flags.work_dir, "oclip-bench-index"));
   index::ClusteredGenerator generator(static_cast<int>(flags.dim), static_cast<int>(flags.clusters),
                                       /*rank=*/4, /*spread=*/1.0f, /*seed=*/7);
   std::vector<float> query_values = generator.Sample(flags.queries);

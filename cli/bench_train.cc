@@ -5,10 +5,10 @@
 
 #include <torch/torch.h>
 
-#include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/bench_util.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "cli/model_flags.h"
@@ -19,8 +19,6 @@
 
 namespace oclip::cli {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 absl::Status BenchTrain(const ModelFlags& model_flags, int64_t batch, double seconds,
                         const std::string& precision_name) {
@@ -37,15 +35,10 @@ absl::Status BenchTrain(const ModelFlags& model_flags, int64_t batch, double sec
   model->train();
   const int64_t s = model->config().vision.image_size;
   const torch::Tensor images = torch::randn({batch, 3, s, s}).to(device, WeightDtype(precision));
-  const int64_t context = model->config().text.context_length;
-  torch::Tensor tokens = torch::zeros({batch, context}, torch::kLong);
-  tokens.slice(1, 0, 12).random_(1, 1000);
-  tokens.select(1, 0).fill_(49406);
-  tokens.select(1, 11).fill_(49407);
-  tokens = tokens.to(device);
+  const torch::Tensor tokens = BenchmarkTokens(model->config(), batch).to(device);
   AdamW optimizer(OpenClipParamGroups(*model, 0.2), AdamWOptions{1e-4, 0.9, 0.98, 1e-6});
   const auto normalize = F::NormalizeFuncOptions().dim(-1);
-  auto step = [&] {
+  auto step = [&]() -> absl::Status {
     optimizer.ZeroGrad();
     torch::Tensor loss;
     {
@@ -59,30 +52,27 @@ absl::Status BenchTrain(const ModelFlags& model_flags, int64_t batch, double sec
     torch::Tensor scale = model->logit_scale();
     ClampLogitScale(scale);
     if (device.is_cuda()) torch::cuda::synchronize();
+    return absl::OkStatus();
   };
-  try {
-    step();  // Warm-up: allocator, optimizer state.
-    int64_t steps = 0;
-    const auto start = Clock::now();
-    double elapsed = 0;
-    while (steps < 2 || elapsed < seconds) {
-      step();
-      ++steps;
-      elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  auto checked_step = [&]() -> absl::Status {
+    try {
+      return step();
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("training step failed: ", e.what()));
     }
-    nlohmann::json result = {{"benchmark", "train"},
-                             {"model", model_flags.model},
-                             {"precision", precision_name},
-                             {"device", device.str()},
-                             {"batch", batch},
-                             {"threads", torch::get_num_threads()},
-                             {"steps", steps},
-                             {"seconds_per_step", elapsed / steps},
-                             {"samples_per_second", steps * batch / elapsed}};
-    std::cout << result.dump() << "\n";
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("training step failed: ", e.what()));
-  }
+  };
+  int64_t steps = 0;
+  OCLIP_ASSIGN_OR_RETURN(double rate, MeasureThroughput(seconds, batch, checked_step, &steps));
+  nlohmann::json result = {{"benchmark", "train"},
+                           {"model", model_flags.model},
+                           {"precision", precision_name},
+                           {"device", device.str()},
+                           {"batch", batch},
+                           {"threads", torch::get_num_threads()},
+                           {"steps", steps},
+                           {"seconds_per_step", static_cast<double>(batch) / rate},
+                           {"samples_per_second", rate}};
+  std::cout << result.dump() << "\n";
   return absl::OkStatus();
 }
 
