@@ -155,9 +155,12 @@ TEST(ProcessGroupLauncherTest, ForwardsSigtermToEveryRank) {
   for (int local = 0; local < 2; ++local) {
     ASSERT_EQ(::mkfifo(absl::StrCat(dir, "/ready_", local).c_str(), 0600), 0);
   }
+  // Short foreground sleeps, not one long background one: a background child forked just
+  // before the signal can still carry the shell's handler, swallow SIGTERM, exec and outlive
+  // the test holding its output open.
   const LaunchOptions options =
-      Shell(2, "trap 'echo $RANK > " + dir + "/term_$RANK; exit 0' TERM; sleep 600 & echo up > " +
-                   dir + "/ready_$LOCAL_RANK; wait $!");
+      Shell(2, "trap 'echo $RANK > " + dir + "/term_$RANK; exit 0' TERM; echo up > " + dir +
+                   "/ready_$LOCAL_RANK; while :; do sleep 0.05; done");
   std::thread signaller([&] {
     for (int local = 0; local < 2; ++local) {
       std::ifstream ready(absl::StrCat(dir, "/ready_", local));
