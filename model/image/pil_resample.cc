@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <utility>
 
 namespace oclip {
 namespace {
@@ -18,19 +20,21 @@ double BicubicFilter(double x) {
 constexpr double kBicubicSupport = 2.0;
 
 // The taps of one output pixel: input indices [first, first + weights.size()).
-struct Taps {
+template <typename Weight>
+struct TapsOf {
   int first = 0;
-  std::vector<int32_t> weights;
+  std::vector<Weight> weights;
 };
+using Taps = TapsOf<int32_t>;         // 8-bit images: 22-bit fixed point.
+using DoubleTaps = TapsOf<double>;    // 32-bit images: the doubles themselves.
 
-// Pillow's precompute_coeffs + normalize_coeffs_8bpc for one axis, for the
-// output indices [begin, end).
-std::vector<Taps> ComputeTaps(int in_size, int out_size, int begin, int end) {
+// Pillow's precompute_coeffs for one axis, for the output indices
+// [begin, end): weights normalized to sum 1.
+std::vector<DoubleTaps> ComputeDoubleTaps(int in_size, int out_size, int begin, int end) {
   const double scale = static_cast<double>(in_size) / out_size;
   const double filter_scale = std::max(scale, 1.0);
   const double support = kBicubicSupport * filter_scale;
-  std::vector<Taps> taps(end - begin);
-  std::vector<double> weights;
+  std::vector<DoubleTaps> taps(end - begin);
   for (int xx = begin; xx < end; ++xx) {
     const double center = (xx + 0.5) * scale;
     const double ss = 1.0 / filter_scale;
@@ -40,23 +44,47 @@ std::vector<Taps> ComputeTaps(int in_size, int out_size, int begin, int end) {
     int xmax = static_cast<int>(center + support + 0.5);
     if (xmax > in_size) xmax = in_size;
     xmax -= xmin;
-    weights.assign(xmax, 0.0);
+    DoubleTaps& t = taps[xx - begin];
+    t.first = xmin;
+    t.weights.assign(xmax, 0.0);
     double total = 0.0;
     for (int x = 0; x < xmax; ++x) {
       const double w = BicubicFilter((x + xmin - center + 0.5) * ss);
-      weights[x] = w;
+      t.weights[x] = w;
       total += w;
     }
-    Taps& t = taps[xx - begin];
-    t.first = xmin;
-    t.weights.resize(xmax);
-    for (int x = 0; x < xmax; ++x) {
-      const double w = total != 0.0 ? weights[x] / total : weights[x];
-      t.weights[x] = static_cast<int32_t>(w < 0 ? -0.5 + w * (1 << kPrecisionBits)
-                                                : 0.5 + w * (1 << kPrecisionBits));
+    if (total != 0.0) {
+      for (double& w : t.weights) w /= total;
     }
   }
   return taps;
+}
+
+// The same taps in Pillow's normalize_coeffs_8bpc fixed point.
+std::vector<Taps> ComputeTaps(int in_size, int out_size, int begin, int end) {
+  std::vector<Taps> taps;
+  for (const DoubleTaps& d : ComputeDoubleTaps(in_size, out_size, begin, end)) {
+    Taps& t = taps.emplace_back();
+    t.first = d.first;
+    t.weights.reserve(d.weights.size());
+    for (double w : d.weights) {
+      t.weights.push_back(static_cast<int32_t>(w < 0 ? -0.5 + w * (1 << kPrecisionBits)
+                                                     : 0.5 + w * (1 << kPrecisionBits)));
+    }
+  }
+  return taps;
+}
+
+// The first source row and the number of rows that the vertical pass with
+// `vtaps` reads: the crop's own rows when there is no vertical pass.
+template <typename Weight>
+std::pair<int, int> RowsRead(const std::vector<TapsOf<Weight>>& vtaps, const CropRect& crop) {
+  if (vtaps.empty()) return {crop.top, crop.height};
+  int last_row = 0;
+  for (const TapsOf<Weight>& t : vtaps) {
+    last_row = std::max(last_row, t.first + static_cast<int>(t.weights.size()));
+  }
+  return {vtaps.front().first, last_row - vtaps.front().first};
 }
 
 // Pillow accumulates in a 32-bit int; the sums of 8-bit pixels times 22-bit
@@ -121,18 +149,10 @@ Image8 ResizeBicubicAndCrop(const Image8& in, int resized_width, int resized_hei
   const bool horizontal = resized_width != in.width;
   const bool vertical = resized_height != in.height;
 
-  // Rows of the source that the vertical pass reads.
-  std::vector<Taps> vtaps;
-  int first_row = crop.top, last_row = crop.top + crop.height;
-  if (vertical) {
-    vtaps = ComputeTaps(in.height, resized_height, crop.top, crop.top + crop.height);
-    first_row = vtaps.front().first;
-    last_row = 0;
-    for (const Taps& t : vtaps) {
-      last_row = std::max(last_row, t.first + static_cast<int>(t.weights.size()));
-    }
-  }
-  const int rows = last_row - first_row;
+  const std::vector<Taps> vtaps =
+      vertical ? ComputeTaps(in.height, resized_height, crop.top, crop.top + crop.height)
+               : std::vector<Taps>();
+  const auto [first_row, rows] = RowsRead(vtaps, crop);
 
   // Horizontal pass over those rows, only the cropped columns. It runs as a
   // row filter on the transposed image, so that it vectorizes like the
@@ -167,6 +187,76 @@ Image8 ResizeBicubicAndCrop(const Image8& in, int resized_width, int resized_hei
   out.pixels.resize(static_cast<size_t>(out.width) * out.height * bands);
   FilterRows(mid.pixels.data(), static_cast<size_t>(mid.width) * bands, vtaps, first_row,
              out.pixels.data());
+  return out;
+}
+
+namespace {
+
+// Pillow's ROUND_UP for the 32-bit passes: half away from zero, truncated.
+inline int32_t RoundUp(double f) { return static_cast<int32_t>(f >= 0.0 ? f + 0.5 : f - 0.5); }
+
+inline uint8_t ClipInt32To8(int32_t v) { return static_cast<uint8_t>(std::clamp(v, 0, 255)); }
+
+}  // namespace
+
+Image8 ResizeInt32BicubicCropAndClip(const Image8& in, int resized_width, int resized_height,
+                                     const CropRect& crop) {
+  const bool horizontal = resized_width != in.width;
+  const bool vertical = resized_height != in.height;
+  const auto value = [&in](int x, int y) {
+    uint16_t v;
+    std::memcpy(&v, in.row(y) + static_cast<size_t>(x) * 2, sizeof(v));
+    return static_cast<int32_t>(v);
+  };
+
+  const std::vector<DoubleTaps> vtaps =
+      vertical ? ComputeDoubleTaps(in.height, resized_height, crop.top, crop.top + crop.height)
+               : std::vector<DoubleTaps>();
+  const auto [first_row, rows] = RowsRead(vtaps, crop);
+
+  // Horizontal pass into an int32 intermediate, only the cropped columns.
+  std::vector<int32_t> mid(static_cast<size_t>(rows) * crop.width);
+  const std::vector<DoubleTaps> htaps =
+      horizontal ? ComputeDoubleTaps(in.width, resized_width, crop.left, crop.left + crop.width)
+                 : std::vector<DoubleTaps>();
+  for (int y = 0; y < rows; ++y) {
+    for (int x = 0; x < crop.width; ++x) {
+      int32_t v;
+      if (horizontal) {
+        const DoubleTaps& t = htaps[x];
+        double ss = 0.0;
+        for (size_t k = 0; k < t.weights.size(); ++k) {
+          ss += value(t.first + static_cast<int>(k), first_row + y) * t.weights[k];
+        }
+        v = RoundUp(ss);
+      } else {
+        v = value(crop.left + x, first_row + y);
+      }
+      mid[static_cast<size_t>(y) * crop.width + x] = v;
+    }
+  }
+
+  Image8 out;
+  out.width = crop.width;
+  out.height = crop.height;
+  out.bands = 1;
+  out.pixels.resize(static_cast<size_t>(out.width) * out.height);
+  for (int y = 0; y < crop.height; ++y) {
+    for (int x = 0; x < crop.width; ++x) {
+      int32_t v;
+      if (vertical) {
+        const DoubleTaps& t = vtaps[y];
+        double ss = 0.0;
+        for (size_t k = 0; k < t.weights.size(); ++k) {
+          ss += mid[static_cast<size_t>(t.first - first_row + k) * crop.width + x] * t.weights[k];
+        }
+        v = RoundUp(ss);
+      } else {
+        v = mid[static_cast<size_t>(y) * crop.width + x];
+      }
+      out.pixels[static_cast<size_t>(y) * out.width + x] = ClipInt32To8(v);
+    }
+  }
   return out;
 }
 

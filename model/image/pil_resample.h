@@ -41,6 +41,13 @@ struct CropRect {
 Image8 ResizeBicubicAndCrop(const Image8& in, int resized_width, int resized_height,
                             const CropRect& crop);
 
+// For PIL's "I" images (16-bit grey PNGs): `in` holds one uint16 per pixel
+// (native byte order, 2 bytes per pixel). Image.resize(..., BICUBIC) as
+// Pillow's 32-bit path computes it (double coefficients, each pass rounded to
+// an int32), .crop(crop), then convert("L")'s clip to 0..255: one band.
+Image8 ResizeInt32BicubicCropAndClip(const Image8& in, int resized_width, int resized_height,
+                                     const CropRect& crop);
+
 // Image.resize((resized_width, resized_height), NEAREST).crop(crop), as PIL
 // does it for palette ("P") images whatever filter is asked for: each output
 // pixel copies the input pixel under its centre, positions accumulated in

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/mapped_file.h"
 #include "core/status.h"
@@ -131,6 +133,101 @@ void ConvertCmykToRgb(Image8& image) {
   image.pixels.resize(n * 3);
 }
 
+// The IHDR facts libvips 8.14 does not report: bit depth and colour type.
+struct PngHeader {
+  int bit_depth = 0;
+  int colour_type = 0;
+};
+
+std::optional<PngHeader> ReadPngHeader(absl::string_view bytes) {
+  static constexpr char kSignature[] = "\x89PNG\r\n\x1a\n";
+  if (bytes.size() < 26 || bytes.substr(0, 8) != absl::string_view(kSignature, 8) ||
+      bytes.substr(12, 4) != "IHDR") {
+    return std::nullopt;
+  }
+  return PngHeader{static_cast<uint8_t>(bytes[24]), static_cast<uint8_t>(bytes[25])};
+}
+
+// The transparent colour index of a GIF's first frame: the Graphic Control
+// Extension's before the first image descriptor, as PIL reads
+// info["transparency"]. nullopt when there is none (or the blocks are cut).
+std::optional<int> GifTransparentIndex(absl::string_view gif) {
+  const auto byte = [&gif](size_t i) { return static_cast<uint8_t>(gif[i]); };
+  if (gif.size() < 13) return std::nullopt;
+  size_t pos = 13;
+  if (byte(10) & 0x80) pos += 3 * (size_t{1} << ((byte(10) & 7) + 1));  // Global colour table.
+  std::optional<int> transparent;
+  while (pos + 1 < gif.size() && byte(pos) == 0x21) {  // Extension blocks.
+    const uint8_t label = byte(pos + 1);
+    pos += 2;
+    if (label == 0xF9 && pos + 5 <= gif.size() && byte(pos) == 4) {
+      transparent = (byte(pos + 1) & 1) ? std::optional<int>(byte(pos + 4)) : std::nullopt;
+    }
+    while (pos < gif.size()) {  // Data sub-blocks up to the empty one.
+      const size_t length = byte(pos);
+      pos += 1 + length;
+      if (length == 0) break;
+    }
+  }
+  return pos < gif.size() && byte(pos) == 0x2C ? transparent : std::nullopt;
+}
+
+// A 16-bit grey PNG as PIL holds it ("I"): the uint16 values, 2 bytes each.
+absl::StatusOr<DecodedImage> DecodeGrey16(ImageRef& image) {
+  DecodedImage out;
+  out.mode = PilMode::kInt32;
+  out.pixels.width = vips_image_get_width(image.get());
+  out.pixels.height = vips_image_get_height(image.get());
+  out.pixels.bands = 2;
+  size_t bytes = 0;
+  void* pixels = vips_image_write_to_memory(image.get(), &bytes);
+  if (pixels == nullptr) return VipsError("decode");
+  const uint8_t* begin = static_cast<const uint8_t*>(pixels);
+  out.pixels.pixels.assign(begin, begin + bytes);
+  g_free(pixels);
+  if (bytes != static_cast<size_t>(out.pixels.width) * out.pixels.height * 2) {
+    return absl::InternalError("decoded image has an unexpected size");
+  }
+  return out;
+}
+
+// A GIF's first frame as PIL holds it: "P", or "L" when the palette is the
+// grey ramp (entry i is (i, i, i)). libvips gives RGB(A) pixels with the
+// transparent index black and clear; PIL keeps that index's palette colour
+// (convert("RGB") ignores transparency), so it is put back.
+absl::StatusOr<DecodedImage> DecodeGif(ImageRef& image, absl::string_view bytes) {
+  int* entries = nullptr;
+  int count = 0;
+  if (vips_image_get_typeof(image.get(), "gif-palette") == 0 ||
+      vips_image_get_array_int(image.get(), "gif-palette", &entries, &count) != 0) {
+    count = 0;
+  }
+  const auto colour = [&](int index, int channel) -> uint8_t {
+    if (index >= count) return 0;
+    return static_cast<uint32_t>(entries[index]) >> (8 * channel) & 0xFF;  // R, G, B, A.
+  };
+  bool grey_ramp = count > 0;
+  for (int i = 0; i < count && grey_ramp; ++i) {
+    grey_ramp = colour(i, 0) == i && colour(i, 1) == i && colour(i, 2) == i;
+  }
+  const int fill = GifTransparentIndex(bytes).value_or(0);
+  const uint8_t fill_rgb[3] = {colour(fill, 0), colour(fill, 1), colour(fill, 2)};
+
+  OCLIP_ASSIGN_OR_RETURN(Image8 pixels, ToImage8(image));
+  if (pixels.bands == 4) {
+    const size_t n = static_cast<size_t>(pixels.width) * pixels.height;
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t* in = pixels.pixels.data() + i * 4;
+      uint8_t* out = pixels.pixels.data() + i * 3;
+      const uint8_t rgb[3] = {in[0], in[1], in[2]};
+      std::copy_n(in[3] == 0 ? fill_rgb : rgb, 3, out);
+    }
+    pixels.bands = 3;
+    pixels.pixels.resize(n * 3);
+  }
+  return DecodedImage{std::move(pixels), grey_ramp ? PilMode::kDirect : PilMode::kPalette};
+}
+
 }  // namespace
 
 absl::Status ResizeCropNormalize(DecodedImage image, int resized_width, int resized_height,
@@ -151,6 +248,8 @@ absl::Status ResizeCropNormalize(DecodedImage image, int resized_width, int resi
   Image8 cropped;
   if (mode == PilMode::kPalette) {
     cropped = ResizeNearestAndCrop(decoded, resized_width, resized_height, crop);
+  } else if (mode == PilMode::kInt32) {
+    cropped = ResizeInt32BicubicCropAndClip(decoded, resized_width, resized_height, crop);
   } else {
     if (has_alpha && resizes) PremultiplyAlpha(decoded);
     cropped = ResizeBicubicAndCrop(decoded, resized_width, resized_height, crop);
@@ -203,9 +302,19 @@ absl::StatusOr<DecodedImage> DecodeImageBytes(absl::string_view bytes,
                                             VIPS_ACCESS_SEQUENTIAL, "fail", TRUE, nullptr));
   if (image.get() == nullptr) return VipsError("not a decodable image");
   OCLIP_RETURN_IF_ERROR(CheckPixelLimit(image, options));
-  const bool palette = vips_image_get_typeof(image.get(), "palette-bit-depth") != 0;
+  const char* loader = nullptr;
+  if (vips_image_get_string(image.get(), "vips-loader", &loader) != 0) loader = "";
+  if (absl::StartsWith(loader, "gifload")) return DecodeGif(image, bytes);  // "gifload_buffer"
+  bool nearest = vips_image_get_typeof(image.get(), "palette-bit-depth") != 0;  // "P"
+  if (const std::optional<PngHeader> png = ReadPngHeader(bytes); png && png->colour_type == 0) {
+    if (png->bit_depth == 16 && vips_image_get_bands(image.get()) == 1 &&
+        vips_image_get_format(image.get()) == VIPS_FORMAT_USHORT) {
+      return DecodeGrey16(image);  // "I"
+    }
+    nearest |= png->bit_depth == 1;  // "1"
+  }
   OCLIP_ASSIGN_OR_RETURN(Image8 decoded, ToImage8(image));
-  return DecodedImage{std::move(decoded), palette ? PilMode::kPalette : PilMode::kDirect};
+  return DecodedImage{std::move(decoded), nearest ? PilMode::kPalette : PilMode::kDirect};
 }
 
 absl::Status PreprocessImageBytes(absl::string_view bytes, const PreprocessOptions& options,

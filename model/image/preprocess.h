@@ -60,12 +60,15 @@ std::pair<int, int> ShortSideResize(int width, int height, int size);
 // How PIL holds the decoded pixels, which decides how it resizes them.
 enum class PilMode {
   kDirect,   // L, LA, RGB, RGBA: bicubic; alpha premultiplied while resizing
-  kPalette,  // P (palette PNG, GIF): nearest neighbour, no premultiplication
+  kPalette,  // P (palette PNG, GIF) and 1 (bilevel PNG): nearest neighbour
   kCmyk,     // CMYK JPEG: bicubic on the four bands, then PIL's CMYK -> RGB
+  kInt32,    // I (16-bit grey PNG): bicubic in 32 bits, then clipped to 0..255
 };
 
 struct DecodedImage {
-  Image8 pixels;  // 1-4 bands (CMYK: 4), as PIL holds them.
+  // 1-4 bands (CMYK: 4), as PIL holds them. kInt32: one uint16 per pixel in
+  // native byte order, held as 2 bands of bytes so that crops copy it whole.
+  Image8 pixels;
   PilMode mode = PilMode::kDirect;
 };
 

@@ -3,13 +3,16 @@
 
 #include "model/image/preprocess.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <zlib.h>
 
 // jpeglib.h needs FILE and size_t first.
@@ -17,6 +20,8 @@
 #include <cstdlib>
 #include <jpeglib.h>
 
+#include "tests/core/run_command.h"
+#include "tests/core/scratch_dir.h"
 #include "tests/model/parity.h"
 #include "tests/model/reference.h"
 
@@ -262,6 +267,65 @@ TEST(ImagePreprocessFastModeTest, KeepsFeaturesWithinCosine999) {
         torch::cosine_similarity(features->view({-1}), expected[row], 0).item<double>();
     std::printf("[ fast     ] %s: feature cosine %.6f\n", image, cosine);
     EXPECT_GE(cosine, 0.999) << image;
+  }
+}
+
+
+// Against PIL itself, for the image modes PIL sends down their own paths
+// (tests/model/pil_eval_transform.py makes the images and runs OpenCLIP's eval
+// transform on them): a GIF's transparent palette index keeps its colour, a
+// grey-palette GIF is "L" (bicubic, not nearest), 16-bit grey is "I" (resized
+// in 32 bits, then clipped to 0..255 by convert("RGB")), 16-bit RGB keeps the
+// high byte, bilevel "1" resizes with nearest neighbour. Every pixel must be
+// PIL's, downscaled and upscaled.
+TEST(ImagePreprocessTest, MatchesPilOnItsSpecialModes) {
+  const std::string python = "/usr/bin/python3";  // Debian's, with python3-pil.
+  const std::string script = std::string(OCLIP_SOURCE_DIR) + "/tests/model/pil_eval_transform.py";
+  ASSERT_EQ(RunCommand({python, "-c", "import PIL"}).exit_code, 0)
+      << python << " cannot import PIL (Debian: python3-pil, installed by scripts/install-deps.sh)";
+  const std::string folder = ScratchPath("pil_modes");
+  ASSERT_EQ(RunCommand({"mkdir", "-p", folder}).exit_code, 0);
+  const auto made = RunCommand({python, script, "make", folder});
+  ASSERT_EQ(made.exit_code, 0) << made.command << "\n" << made.err;
+
+  const std::vector<std::string> images = {"transparent.gif", "grey.gif",       "grey16.png",
+                                           "rgb16.png",       "bilevel.png",    "grey_alpha.png",
+                                           "transparent_palette.png"};
+  const std::vector<int> sizes = {16, 64};  // 45x33 images: down- and upscaling.
+  nlohmann::json jobs = nlohmann::json::array();
+  for (const std::string& image : images) {
+    for (int size : sizes) {
+      jobs.push_back({{"image", folder + "/" + image},
+                      {"size", size},
+                      {"out", folder + "/" + image + "." + std::to_string(size) + ".rgb"}});
+    }
+  }
+  const std::string jobs_path = folder + "/jobs.json";
+  std::ofstream(jobs_path) << jobs.dump();
+  const auto run = RunCommand({python, script, "transform", jobs_path});
+  ASSERT_EQ(run.exit_code, 0) << run.command << "\n" << run.err;
+
+  for (const nlohmann::json& job : jobs) {
+    const std::string name = job["image"].get<std::string>();
+    const int size = job["size"].get<int>();
+    PreprocessOptions options;
+    options.image_size = size;
+    options.mean = {0, 0, 0};  // So that out = value / 255.
+    options.std = {1, 1, 1};
+    std::vector<float> out(3 * size * size);
+    const absl::Status status = PreprocessImageFile(name, options, out.data());
+    ASSERT_TRUE(status.ok()) << status;
+    const std::string pil = ReadFileOrEmpty(job["out"].get<std::string>());
+    ASSERT_EQ(pil.size(), 3u * size * size) << name;
+    int max_diff = 0;
+    for (int c = 0; c < 3; ++c) {
+      for (int i = 0; i < size * size; ++i) {
+        const int ours = static_cast<int>(std::lround(out[c * size * size + i] * 255.0f));
+        max_diff = std::max(max_diff, std::abs(ours - static_cast<uint8_t>(pil[i * 3 + c])));
+      }
+    }
+    std::printf("[ pixels   ] %s at %d: max %d/255\n", name.c_str(), size, max_diff);
+    EXPECT_EQ(max_diff, 0) << name << " at " << size;
   }
 }
 
