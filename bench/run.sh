@@ -39,7 +39,7 @@ fi
 work="$(mktemp -d)"
 trap 'kill "${server_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# commit: $(git rev-parse --short HEAD) date: $(date -u +%F)"
 if want preprocess; then
   /usr/bin/python3 bench/python/preprocess_reference.py "$image" 224 "$seconds"
