@@ -24,7 +24,9 @@ Two modes (run with /usr/bin/python3, i.e. Debian's python3-torch):
       length, JSON header, raw little-endian data), encodes the reference
       preprocessed images and tokens and compares with OpenCLIP's features
       (max |diff| <= 1e-4 + 1e-4*|expected|), and the bf16 and int8 variants
-      the benchmark runs (min cosine >= 0.99); exits 1 on any mismatch.
+      the benchmark runs (min cosine >= 0.99); checks that ViT-B-32 and RN50
+      have OpenCLIP's config, state-dict keys/shapes and parameter count
+      (manifest.json); exits 1 on any mismatch.
 
   encode_reference.py --model ViT-B-32|RN50 --precision fp32|bf16|int8
       [--batch-images 32] [--batch-texts 128] [--threads 2] [--seconds 10]
@@ -431,9 +433,31 @@ def check_reduced_precision(name, model, images, tokens, expected):
     return ok
 
 
+def check_real_size(name, reference_dir, manifest):
+    """The benchmark's model has OpenCLIP's config, keys, shapes and parameter count."""
+    entry = manifest[name]
+    with open(os.path.join(reference_dir, "configs", name + ".json")) as f:
+        config = json.load(f)
+    ok = config == CONFIGS[name] == entry["config"]
+    model = CLIP(CONFIGS[name])
+    shapes = {key: list(value.shape) for key, value in model.state_dict().items()}
+    params = sum(p.numel() for p in model.parameters())
+    ok &= shapes == entry["state_dict"] and params == entry["params"]
+    missing = sorted(set(entry["state_dict"]) - set(shapes))
+    extra = sorted(set(shapes) - set(entry["state_dict"]))
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: {len(shapes)} state-dict keys and shapes, "
+          f"{params:,} parameters (OpenCLIP: {len(entry['state_dict'])}, {entry['params']:,})"
+          + (f"; missing {missing[:3]}, extra {extra[:3]}" if missing or extra else ""))
+    return ok
+
+
 def check(reference_dir):
     tokens = load_safetensors(os.path.join(reference_dir, "tokens.safetensors"))["tokens"]
     all_ok = True
+    with open(os.path.join(reference_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    for name in ("ViT-B-32", "RN50"):
+        all_ok &= check_real_size(name, reference_dir, manifest)
     for name in TINY_MODELS:
         with open(os.path.join(reference_dir, name + ".json")) as f:
             fixture_config = json.load(f)
@@ -461,7 +485,8 @@ def check(reference_dir):
     if not all_ok:
         print("MISMATCH: the reference model does not compute what OpenCLIP computes")
         return 1
-    print(f"all {len(TINY_MODELS)} tiny models match OpenCLIP's features")
+    print(f"all {len(TINY_MODELS)} tiny models match OpenCLIP's features; ViT-B-32 and RN50 "
+          "have OpenCLIP's state-dict layout")
     return 0
 
 
@@ -558,7 +583,13 @@ def main():
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     if args.check:
-        return check(args.reference_dir)
+        try:
+            return check(args.reference_dir)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            # A missing or malformed fixture, or a state dict that does not fit.
+            print(f"encode_reference.py: --check failed: {type(error).__name__}: {error}",
+                  file=sys.stderr)
+            return 1
     if args.model is None:
         parser.error("--model is required unless --check is given")
     for flag in ("batch_images", "batch_texts", "threads"):
