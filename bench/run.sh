@@ -1,60 +1,159 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: oclip and the Python reference in one run, on one
-# machine. Prints JSON lines. Needs a build (scripts/build.sh) and, for the
-# Python side, Debian's python3-pil, python3-numpy and python3-regex.
+# machine. Prints JSON lines (and, after the model section, a table as "#"
+# comment lines). Needs a build (scripts/build.sh) and, for the Python side,
+# Debian's Python packages for /usr/bin/python3 (not a pyenv/venv python3):
+#   scripts/install-deps.sh --bench   (python3-torch, python3-numpy,
+#                                      python3-pil, python3-regex)
+# python3-torch is Debian's PyTorch 1.13, the LibTorch oclip links; OpenCLIP
+# itself is not needed: bench/python/encode_reference.py is its model in plain
+# torch.nn (`/usr/bin/python3 bench/python/encode_reference.py --check` proves
+# it computes OpenCLIP's features on the tiny fixtures).
+#
 #   bench/run.sh [IMAGE]
+# Environment: OCLIP_BINARY (default build/cli/oclip), OCLIP_BENCH_SECONDS (5),
+# OCLIP_BENCH_BATCH (32), OCLIP_BENCH_THREADS (model section, 2),
+# OCLIP_BENCH_MODELS ("ViT-B-32 RN50"), OCLIP_BENCH_PRECISIONS ("fp32 bf16 int8"),
+# OCLIP_BENCH_ONLY (comma-separated sections to run: preprocess, tokenize,
+# models, serve, embed, index; default all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image="${1:-../shared/reference/images/landscape.jpg}"
 oclip="${OCLIP_BINARY:-build/cli/oclip}"
 seconds="${OCLIP_BENCH_SECONDS:-5}"
-
-echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "# commit: $(git rev-parse --short HEAD) date: $(date -u +%F)"
-/usr/bin/python3 bench/python/preprocess_reference.py "$image" 224 "$seconds"
-"$oclip" bench preprocess --image "$image" --size 224 --seconds "$seconds"
-"$oclip" bench preprocess --image "$image" --size 224 --seconds "$seconds" --fast
+batch="${OCLIP_BENCH_BATCH:-32}"
 bpe="${OCLIP_BPE:-../shared/reference/bpe_simple_vocab_16e6.txt.gz}"
-/usr/bin/python3 bench/python/tokenize_reference.py "$bpe" "$seconds"
-"$oclip" bench tokenize --tokenizer "$bpe" --seconds "$seconds"
+only="${OCLIP_BENCH_ONLY:-preprocess,tokenize,models,serve,embed,index}"
+want() { [[ ",$only," == *",$1,"* ]]; }
+for section in ${only//,/ }; do
+  case "$section" in
+    preprocess | tokenize | models | serve | embed | index) ;;
+    *) echo "bench/run.sh: unknown section '$section' in OCLIP_BENCH_ONLY" >&2; exit 2 ;;
+  esac
+done
+
+if want models && ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  echo "bench/run.sh: /usr/bin/python3 cannot import torch; run scripts/install-deps.sh --bench" >&2
+  exit 1
+fi
+work="$(mktemp -d)"
+trap 'kill "${server_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# commit: $(git rev-parse --short HEAD) date: $(date -u +%F)"
+if want preprocess; then
+  /usr/bin/python3 bench/python/preprocess_reference.py "$image" 224 "$seconds"
+  "$oclip" bench preprocess --image "$image" --size 224 --seconds "$seconds"
+  "$oclip" bench preprocess --image "$image" --size 224 --seconds "$seconds" --fast
+fi
+if want tokenize; then
+  /usr/bin/python3 bench/python/tokenize_reference.py "$bpe" "$seconds"
+  "$oclip" bench tokenize --tokenizer "$bpe" --seconds "$seconds"
+fi
+
+# Models: encode throughput of each tower with random weights, for each model
+# and precision the Python reference (OpenCLIP v2.23's model in plain torch.nn,
+# eager, as a Python user runs it: bf16 = model.to(torch.bfloat16), int8 =
+# torch.quantization.quantize_dynamic on nn.Linear) and then `oclip bench
+# encode`, one after the other, same batch for images and texts (oclip has one
+# --batch; the texts are 12-token captions padded to 77 on both sides), same
+# threads. A run that fails is shown as such and the section goes on. Then a
+# table: rates and their ratio to Python fp32 of the same model.
+if want models; then
+  threads="${OCLIP_BENCH_THREADS:-2}"
+  results="$work/models.tsv"
+  : >"$results"
+  for model in ${OCLIP_BENCH_MODELS:-ViT-B-32 RN50}; do
+    for precision in ${OCLIP_BENCH_PRECISIONS:-fp32 bf16 int8}; do
+      if line="$(/usr/bin/python3 bench/python/encode_reference.py --model "$model" \
+            --precision "$precision" --batch-images "$batch" --batch-texts "$batch" \
+            --threads "$threads" --seconds "$seconds" 2>"$work/err")"; then
+        echo "$line"
+        printf 'python\t%s\t%s\t%s\n' "$model" "$precision" "$line" >>"$results"
+      else
+        printf 'python\t%s\t%s\tFAILED: %s\n' "$model" "$precision" \
+          "$(tail -n 1 "$work/err")" >>"$results"
+      fi
+      # fp32 is oclip's default precision; leaving the flag out for it keeps
+      # the fp32 row working on builds from before --precision existed.
+      precision_flag=()
+      if [ "$precision" != fp32 ]; then precision_flag=(--precision "$precision"); fi
+      if line="$("$oclip" bench encode --model "$model" --pretrained random \
+            "${precision_flag[@]}" --batch "$batch" --threads "$threads" \
+            --seconds "$seconds" 2>"$work/err")"; then
+        echo "$line"
+        printf 'oclip\t%s\t%s\t%s\n' "$model" "$precision" "$line" >>"$results"
+      else
+        printf 'oclip\t%s\t%s\tFAILED: %s\n' "$model" "$precision" \
+          "$(tail -n 1 "$work/err")" >>"$results"
+      fi
+    done
+  done
+  /usr/bin/python3 - "$results" "$batch" "$threads" <<'TABLE'
+import json, sys
+rows = [line.rstrip("\n").split("\t", 3) for line in open(sys.argv[1])]
+base = {}
+for impl, model, precision, data in rows:
+    if impl == "python" and precision == "fp32" and not data.startswith("FAILED"):
+        base[model] = json.loads(data)
+def ratio(value, model, key):
+    return "%.2fx" % (value / base[model][key]) if model in base and base[model][key] else "-"
+print("# %-9s %-5s %-7s %9s %7s %9s %7s" % ("model", "prec", "impl", "images/s", "ratio",
+                                          "texts/s", "ratio"))
+for impl, model, precision, data in rows:
+    if data.startswith("FAILED"):
+        print("# %-9s %-5s %-7s %s" % (model, precision, impl, data))
+        continue
+    r = json.loads(data)
+    images, texts = r["images_per_second"], r["texts_per_second"]
+    print("# %-9s %-5s %-7s %9.2f %7s %9.2f %7s" % (
+        model, precision, impl, images, ratio(images, model, "images_per_second"),
+        texts, ratio(texts, model, "texts_per_second")))
+print("# ratio: to Python fp32 of the same model; batch %s, %s threads" % (
+    sys.argv[2] if len(sys.argv) > 2 else "?", sys.argv[3] if len(sys.argv) > 3 else "?"))
+TABLE
+fi
 
 # Serving: ViT-B-32 with random weights (fp32), the offline model throughput
 # at one batch size against a saturated `oclip serve` at the same max batch
 # size, then single images on an idle server (what the server adds to the
 # model time; its own metrics give the model and preprocessing times).
-batch="${OCLIP_BENCH_BATCH:-32}"
-serve_seconds="${OCLIP_BENCH_SERVE_SECONDS:-30}"
-work="$(mktemp -d)"
-trap 'kill "${server_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
-/usr/bin/python3 -c "from PIL import Image; Image.open('$image').convert('RGB').resize((224, 224)).save('$work/224.jpg', quality=90)"
-"$oclip" bench encode --model ViT-B-32 --pretrained random --batch "$batch" --seconds "$seconds"
-"$oclip" bench encode --model ViT-B-32 --pretrained random --batch 1 --seconds "$seconds"
-"$oclip" serve --model ViT-B-32 --pretrained random --tokenizer "$bpe" --host 127.0.0.1 \
-  --port 0 --metrics-host 127.0.0.1 --metrics-port 0 --max-batch-size "$batch" \
-  >"$work/serve.out" 2>"$work/serve.err" &
-server_pid=$!
-until grep -q "ready" "$work/serve.out"; do
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.err" >&2; exit 1; }
-  sleep 0.2
-done
-address="$(grep -o 'listening on [0-9.:]*' "$work/serve.out" | cut -d' ' -f3)"
-metrics="$(grep -o 'metrics on [0-9.:]*' "$work/serve.out" | cut -d' ' -f3)"
-"$oclip" bench serve --address "$address" --image "$image" --streams 8 --items 8 \
-  --seconds "$serve_seconds" --warmup-calls 1
-for single in "$image" "$work/224.jpg"; do
-  "$oclip" bench serve --address "$address" --metrics-address "$metrics" --image "$single" \
-    --streams 1 --items 1 --seconds 15 --warmup-calls 0
-done
-kill "$server_pid"
-wait "$server_pid" || true
+if want serve; then
+  serve_seconds="${OCLIP_BENCH_SERVE_SECONDS:-30}"
+  /usr/bin/python3 -c "from PIL import Image; Image.open('$image').convert('RGB').resize((224, 224)).save('$work/224.jpg', quality=90)"
+  "$oclip" bench encode --model ViT-B-32 --pretrained random --batch "$batch" --seconds "$seconds"
+  "$oclip" bench encode --model ViT-B-32 --pretrained random --batch 1 --seconds "$seconds"
+  "$oclip" serve --model ViT-B-32 --pretrained random --tokenizer "$bpe" --host 127.0.0.1 \
+    --port 0 --metrics-host 127.0.0.1 --metrics-port 0 --max-batch-size "$batch" \
+    >"$work/serve.out" 2>"$work/serve.err" &
+  server_pid=$!
+  until grep -q "ready" "$work/serve.out"; do
+    kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.err" >&2; exit 1; }
+    sleep 0.2
+  done
+  address="$(grep -o 'listening on [0-9.:]*' "$work/serve.out" | cut -d' ' -f3)"
+  metrics="$(grep -o 'metrics on [0-9.:]*' "$work/serve.out" | cut -d' ' -f3)"
+  "$oclip" bench serve --address "$address" --image "$image" --streams 8 --items 8 \
+    --seconds "$serve_seconds" --warmup-calls 1
+  for single in "$image" "$work/224.jpg"; do
+    "$oclip" bench serve --address "$address" --metrics-address "$metrics" --image "$single" \
+      --streams 1 --items 1 --seconds 15 --warmup-calls 0
+  done
+  kill "$server_pid"
+  wait "$server_pid" || true
+fi
 
 # Embedding job: `oclip embed` over a folder of copies of the image against the
 # offline model at the same batch size (measured before and after the job).
-"$oclip" bench embed --model ViT-B-32 --pretrained random --image "$image" \
-  --samples "${OCLIP_BENCH_EMBED_SAMPLES:-1024}" --batch-size "$batch" --seconds "$seconds"
+if want embed; then
+  "$oclip" bench embed --model ViT-B-32 --pretrained random --image "$image" \
+    --samples "${OCLIP_BENCH_EMBED_SAMPLES:-1024}" --batch-size "$batch" --seconds "$seconds"
+fi
 
 # Index: build time and peak memory of `oclip index build` over N synthetic
 # clustered 512-d vectors (float16 partitions, as `oclip embed` writes them),
 # then batch and single-query search speed and held-out recall@10.
-"$oclip" bench index --vectors "${OCLIP_BENCH_INDEX_VECTORS:-1000000}" --dim 512 \
-  --max-index-memory-usage 4G --min-recall 0.9 --seconds "$seconds"
+if want index; then
+  "$oclip" bench index --vectors "${OCLIP_BENCH_INDEX_VECTORS:-1000000}" --dim 512 \
+    --max-index-memory-usage 4G --min-recall 0.9 --seconds "$seconds"
+fi

@@ -10,15 +10,22 @@
 #                                    CUDA image builds against the official
 #                                    LibTorch CUDA distribution (on Ubuntu,
 #                                    the NVIDIA CUDA base)
+#   install-deps.sh --bench          also the Python side of bench/run.sh, for
+#                                    /usr/bin/python3: Debian's PyTorch 1.13
+#                                    (the LibTorch oclip links; OpenCLIP's model
+#                                    is bench/python/encode_reference.py), numpy,
+#                                    PIL (preprocessing) and regex (tokenizer)
 set -euo pipefail
 
 image=0
 without_libtorch=0
+bench=0
 for arg in "$@"; do
   case "$arg" in
     --image) image=1 ;;
     --without-libtorch) without_libtorch=1 ;;
-    *) echo "usage: $0 [--image] [--without-libtorch]" >&2; exit 2 ;;
+    --bench) bench=1 ;;
+    *) echo "usage: $0 [--image] [--without-libtorch] [--bench]" >&2; exit 2 ;;
   esac
 done
 
@@ -46,6 +53,9 @@ packages=(
 
 # Only the test suite needs these (the images leave them out).
 test_only=(libgtest-dev libgmock-dev python3-grpcio python3-protobuf python3-numpy openssl)
+# Opt-in (--bench): the Python reference implementations bench/run.sh times
+# next to oclip (bench/python/*.py), run with Debian's /usr/bin/python3.
+bench_packages=(python3-torch python3-numpy python3-pil python3-regex)
 # The deployment tests: scripts/install-deploy-tools.sh unpacks Helm with
 # unzip; tests/deploy/ validates manifests with Node.js (npm packages).
 test_tools=(unzip)
@@ -62,6 +72,11 @@ for p in "${packages[@]}"; do
 done
 if [ "$image" -eq 0 ]; then
   selected+=("${test_tools[@]}")
+fi
+if [ "$bench" -eq 1 ]; then
+  for p in "${bench_packages[@]}"; do
+    [[ " ${selected[*]} " == *" $p "* ]] || selected+=("$p")
+  done
 fi
 packages=("${selected[@]}")
 
