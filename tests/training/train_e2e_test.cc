@@ -16,14 +16,17 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -409,16 +412,23 @@ std::map<std::string, std::string> CheckpointTensors(const std::string& path) {
   return tensors;
 }
 
+// The checkpoint of one epoch of training with `extra` flags; "init" trains
+// with lr 0, which gives the initial weights.
+std::map<std::string, std::string> TrainOneEpoch(const std::string& logs, const std::string& name,
+                                                 const std::vector<std::string>& extra) {
+  std::vector<std::string> args = TrainArgs(logs, name, 1, 64, /*threads=*/1);
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--lr" && name == "init") args[i + 1] = "0";
+  }
+  testing::CommandResult result = RunCommand(With(args, extra));
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  return CheckpointTensors(logs + "/" + name + "/checkpoints/epoch_1.safetensors");
+}
+
 TEST(TrainE2eTest, LockImageFreezesTheImageTowerButItsLastGroups) {
   const std::string logs = ScratchPath("lock_logs");
-  auto run = [&](const std::string& name, std::vector<std::string> extra) {
-    std::vector<std::string> args = TrainArgs(logs, name, 1, 64);
-    for (size_t i = 0; i + 1 < args.size(); ++i) {
-      if (args[i] == "--lr" && name == "init") args[i + 1] = "0";  // The initial weights.
-    }
-    testing::CommandResult result = RunCommand(With(args, extra));
-    EXPECT_EQ(result.exit_code, 0) << result.err;
-    return CheckpointTensors(logs + "/" + name + "/checkpoints/epoch_1.safetensors");
+  auto run = [&](const std::string& name, const std::vector<std::string>& extra) {
+    return TrainOneEpoch(logs, name, extra);
   };
   const auto init = run("init", {});
   const auto locked = run("locked", {"--lock-image"});
@@ -429,6 +439,102 @@ TEST(TrainE2eTest, LockImageFreezesTheImageTowerButItsLastGroups) {
     EXPECT_EQ(locked.at(name) == bytes, visual) << name;
     EXPECT_EQ(last.at(name) == bytes, visual && name != "visual.proj") << name;
   }
+}
+
+// --lock-text on the built-in text tower: every text parameter frozen but the
+// LayerNorms (unless --lock-text-freeze-layer-norm); --lock-text-unlocked-layers
+// n also leaves the last n blocks and what follows them (ln_final,
+// text_projection) trainable. The image tower and logit_scale always train.
+TEST(TrainE2eTest, LockTextFreezesTheTextTowerButWhatItLeavesUnlocked) {
+  const std::string logs = ScratchPath("lock_text_logs");
+  auto run = [&](const std::string& name, const std::vector<std::string>& extra) {
+    return TrainOneEpoch(logs, name, extra);
+  };
+  const auto init = run("init", {});
+  const auto locked = run("locked", {"--lock-text"});
+  const auto all_frozen = run("all_frozen", {"--lock-text", "--lock-text-freeze-layer-norm"});
+  const auto last = run("last", {"--lock-text", "--lock-text-unlocked-layers", "1"});
+  ASSERT_FALSE(init.empty());
+  int last_block = -1;
+  for (const auto& [name, bytes] : init) {
+    if (absl::StartsWith(name, "transformer.resblocks.")) {
+      last_block = std::max(last_block, std::stoi(name.substr(std::strlen("transformer.resblocks."))));
+    }
+  }
+  ASSERT_GE(last_block, 1) << "the fixture needs at least two text blocks";
+  const std::string last_prefix = absl::StrCat("transformer.resblocks.", last_block, ".");
+  for (const auto& [name, bytes] : init) {
+    const bool text = !absl::StartsWith(name, "visual.") && name != "logit_scale";
+    const bool layer_norm = absl::StrContains(name, ".ln_") || absl::StartsWith(name, "ln_final.");
+    const bool after_last_unlocked = absl::StartsWith(name, last_prefix) ||
+                                     absl::StartsWith(name, "ln_final.") ||
+                                     name == "text_projection";
+    EXPECT_EQ(locked.at(name) == bytes, text && !layer_norm) << name;
+    EXPECT_EQ(all_frozen.at(name) == bytes, text) << name;
+    EXPECT_EQ(last.at(name) == bytes, text && !layer_norm && !after_last_unlocked) << name;
+  }
+}
+
+// The ResNet image tower in train mode: BatchNorm normalizes with batch
+// statistics and updates its running ones once per forward (momentum 0.1),
+// the loss falls, and the checkpoint (running statistics included) encodes.
+TEST(TrainE2eTest, ResNetImageTowerTrainsWithBatchStatistics) {
+  const std::string config = ScratchPath("tiny-rn-train.json");
+  std::ofstream(config) << R"({
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "patch_size": null},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
+  })";
+  const std::string logs = ScratchPath("resnet_logs");
+  const int kEpochs = 3;  // 16 steps each.
+  auto run = [&](const std::string& name, const std::string& lr, int epochs) {
+    // One thread: many small convolutions, where OpenMP's spinning threads
+    // cost more than they give on a shared 2-core machine.
+    std::vector<std::string> args = TrainArgs(logs, name, epochs, /*batch_size=*/32,
+                                              /*threads=*/1);
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      if (args[i] == "--model") args[i + 1] = config;
+      if (args[i] == "--lr") args[i + 1] = lr;
+    }
+    testing::CommandResult result = RunCommand(args);
+    EXPECT_EQ(result.exit_code, 0) << result.command << "\n" << result.err;
+    return logs + "/" + name;
+  };
+  const std::string still = run("still", "0", 1);
+  const std::string trained = run("trained", "2e-3", kEpochs);
+
+  const std::map<int64_t, double> curve = LossCurve(trained + "/out.log");
+  ASSERT_EQ(curve.size(), 16u * kEpochs);
+  const double start = Mean(curve, 0, 8), end = Mean(curve, curve.size() - 8, 8);
+  EXPECT_LT(end, start - 0.3) << "start " << start << " end " << end;
+
+  const std::string checkpoint =
+      trained + "/checkpoints/epoch_" + std::to_string(kEpochs) + ".safetensors";
+  const auto still_tensors = CheckpointTensors(still + "/checkpoints/epoch_1.safetensors");
+  const auto trained_tensors = CheckpointTensors(checkpoint);
+  for (const auto& [tensors, steps] :
+       {std::pair{&still_tensors, 16}, std::pair{&trained_tensors, 16 * kEpochs}}) {
+    ASSERT_EQ(tensors->count("visual.bn1.num_batches_tracked"), 1u);
+    int64_t tracked = 0;
+    std::memcpy(&tracked, tensors->at("visual.bn1.num_batches_tracked").data(), sizeof(tracked));
+    EXPECT_EQ(tracked, steps);
+  }
+  // With lr 0 the weights stay as initialised, but the running statistics
+  // (initialised to mean 0) still move: they are buffers, not parameters.
+  const std::string& still_mean = still_tensors.at("visual.bn1.running_mean");
+  EXPECT_NE(still_mean, std::string(still_mean.size(), '\0'));
+  EXPECT_NE(still_tensors.at("visual.layer1.0.conv1.weight"),
+            trained_tensors.at("visual.layer1.0.conv1.weight"));
+
+  const testing::CommandResult encode =
+      RunCommand({OCLIP_BINARY, "encode", "--model", config, "--pretrained", checkpoint,
+                  "--image", ReferencePath("images/landscape.jpg"), "--output",
+                  ScratchPath("resnet_encoded")});
+  ASSERT_EQ(encode.exit_code, 0) << encode.command << "\n" << encode.err;
+  const auto features = ReadNpyFloat32(ScratchPath("resnet_encoded/image_features.npy"));
+  ASSERT_TRUE(features.ok()) << features.status();
+  EXPECT_EQ(features->shape, (std::vector<int64_t>{1, 32}));
+  for (float v : features->values) EXPECT_TRUE(std::isfinite(v));
 }
 
 // A port that was free a moment ago (for the rendezvous store).
