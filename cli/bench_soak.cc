@@ -480,10 +480,21 @@ Outcome CheckClassifyResponse(const v1::ClassifyResponse& response, const Expect
   return outcome;
 }
 
-std::vector<int> Picks(std::mt19937_64& rng, int count, int max_per_request) {
+// 1 to `max_per_request` random indexes into `inputs`; an input that would
+// take the request's payload over `max_bytes` is left out (a valid request
+// must stay under the server's message limit), but there is always one.
+std::vector<int> Picks(std::mt19937_64& rng, const std::vector<std::string>& inputs,
+                       int max_per_request, int64_t max_bytes) {
   const int n = 1 + static_cast<int>(rng() % std::max(1, max_per_request));
-  std::vector<int> picks(n);
-  for (int& pick : picks) pick = static_cast<int>(rng() % count);
+  std::vector<int> picks;
+  int64_t bytes = 0;
+  for (int i = 0; i < n; ++i) {
+    const int pick = static_cast<int>(rng() % inputs.size());
+    const int64_t size = static_cast<int64_t>(inputs[pick].size());
+    if (!picks.empty() && bytes + size > max_bytes) continue;
+    picks.push_back(pick);
+    bytes += size;
+  }
   return picks;
 }
 
@@ -491,13 +502,15 @@ Outcome Call(Kind kind, const Clients& clients, v1::Clip::Stub& stub,
              grpc::health::v1::Health::Stub& health, std::mt19937_64& rng) {
   const Expected& expected = *clients.expected;
   const int max_items = static_cast<int>(std::min<int64_t>(clients.flags->max_items, 4));
+  // Room for the request's other fields and encoding overhead.
+  const int64_t payload = clients.flags->max_message_bytes * 3 / 4;
   grpc::Status status;
   Outcome outcome;
   switch (kind) {
     case kEncodeImage: {
       v1::EncodeImageRequest request;
       const std::vector<int> picks =
-          Picks(rng, static_cast<int>(expected.images.size()), max_items);
+          Picks(rng, expected.images, max_items, payload);
       for (int pick : picks) request.add_images()->set_data(expected.images[pick]);
       request.set_normalize(rng() % 2 == 0);
       v1::EncodeResponse response;
@@ -511,7 +524,7 @@ Outcome Call(Kind kind, const Clients& clients, v1::Clip::Stub& stub,
     case kEncodeText: {
       v1::EncodeTextRequest request;
       const std::vector<int> picks =
-          Picks(rng, static_cast<int>(expected.texts.size()), 2 * max_items);
+          Picks(rng, expected.texts, 2 * max_items, payload);
       for (int pick : picks) request.add_texts(expected.texts[pick]);
       request.set_normalize(rng() % 2 == 0);
       v1::EncodeResponse response;
@@ -526,7 +539,7 @@ Outcome Call(Kind kind, const Clients& clients, v1::Clip::Stub& stub,
       v1::ClassifyRequest request;
       const int set = static_cast<int>(rng() % expected.label_sets.size());
       const std::vector<int> picks =
-          Picks(rng, static_cast<int>(expected.images.size()), std::min(max_items, 2));
+          Picks(rng, expected.images, std::min(max_items, 2), payload);
       for (int pick : picks) request.add_images()->set_data(expected.images[pick]);
       for (const std::string& label : expected.label_sets[set]) request.add_labels(label);
       for (const std::string& t : expected.templates) request.add_templates(t);
@@ -739,6 +752,12 @@ absl::Status Soak(const SoakFlags& flags) {
   Expected expected;
   for (const std::string& path : flags.images) {
     OCLIP_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
+    if (static_cast<int64_t>(bytes.size()) > flags.max_message_bytes * 3 / 4) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " is ", bytes.size(),
+                       " bytes: too large for valid requests under --max-message-bytes ",
+                       flags.max_message_bytes));
+    }
     expected.images.push_back(std::move(bytes));
   }
   expected.texts = SoakTexts();
