@@ -111,8 +111,9 @@ int RunBench(int argc, char** argv) {
   if (kind == "embed") return RunBenchEmbed(argc - 1, argv + 1);
   if (kind == "index") return RunBenchIndex(argc - 1, argv + 1);
   if (kind == "train") return RunBenchTrain(argc - 1, argv + 1);
+  if (kind == "soak") return RunBenchSoak(argc - 1, argv + 1);
   if (kind != "preprocess" && kind != "encode" && kind != "tokenize") {
-    std::cerr << "usage: oclip bench preprocess|tokenize|encode|serve|embed|index|train [flags] "
+    std::cerr << "usage: oclip bench preprocess|tokenize|encode|serve|embed|index|train|soak [flags] "
                  "(see oclip bench KIND --help)\n";
     return 2;
   }

@@ -18,12 +18,13 @@ int RunServe(int argc, char** argv);
 int RunClient(int argc, char** argv);
 int RunLaunch(int argc, char** argv);
 int RunTrain(int argc, char** argv);
-// `oclip bench serve|embed|index|train` (cli/bench_serve.cc, bench_embed.cc,
-// bench_index.cc, bench_train.cc), reached through RunBench.
+// `oclip bench serve|embed|index|train|soak` (cli/bench_serve.cc, bench_embed.cc,
+// bench_index.cc, bench_train.cc, bench_soak.cc), reached through RunBench.
 int RunBenchServe(int argc, char** argv);
 int RunBenchEmbed(int argc, char** argv);
 int RunBenchIndex(int argc, char** argv);
 int RunBenchTrain(int argc, char** argv);
+int RunBenchSoak(int argc, char** argv);
 
 }  // namespace oclip::cli
 

@@ -9,10 +9,12 @@
 // Logs go to stderr.
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include <cstdio>
@@ -252,9 +254,22 @@ absl::Status Serve(const ServeFlags& flags) {
   return reason;
 }
 
+// glibc's malloc raises its mmap threshold to the largest block freed (up to
+// 32 MiB), after which the server's megabyte-sized buffers (request
+// messages, image bytes, batch tensors) are carved from the per-thread heap
+// arenas, which keep and fragment what is freed: under `oclip bench soak`
+// (64 clients, 10 minutes) RSS kept rising from ~450 to ~520 MB after
+// minute 2, and stayed flat at ~315 MB with the threshold fixed at glibc's
+// initial 128 KiB (which also stops the raising). An operator's
+// MALLOC_MMAP_THRESHOLD_ still wins.
+void FixMmapThreshold() {
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+}
+
 }  // namespace
 
 int RunServe(int argc, char** argv) {
+  FixMmapThreshold();
   ServeFlags values;
   FlagSet flags("serve",
                 "Serves CLIP models over gRPC (oclip.v1.Clip, health, reflection) with\n"
