@@ -42,10 +42,15 @@ packages=(
   libopenblas0-pthread
   # Training: LibTorch's c10d headers (ProcessGroupGloo) include gloo's.
   libgloo-dev
+  # Tests: the ASan + UBSan build and the libFuzzer targets (scripts/fuzz.sh)
+  # are built with clang; libclang-rt-14-dev holds the sanitizer and
+  # libFuzzer runtimes on Debian 12.
+  clang-14 libclang-rt-14-dev
 )
 
 # Only the test suite needs these (the images leave them out).
-test_only=(libgtest-dev libgmock-dev python3-grpcio python3-protobuf python3-numpy openssl)
+test_only=(libgtest-dev libgmock-dev python3-grpcio python3-protobuf python3-numpy openssl
+  clang-14 libclang-rt-14-dev)
 # The deployment tests: scripts/install-deploy-tools.sh unpacks Helm with
 # unzip; tests/deploy/ validates manifests with Node.js (npm packages).
 test_tools=(unzip)
