@@ -14,7 +14,13 @@ ref="${OCLIP_REFERENCE_DIR:-$(pwd)/../shared/reference}"
 [ -d "$ref" ] || { echo "no reference fixtures at $ref" >&2; exit 1; }
 rm -rf "$out"
 mkdir -p "$out"
-python3 - "$ref" "$out" <<'PY'
+# PIL (python3-pil, a test dependency) shrinks the fixture images; Debian's
+# python3 has it where another python3 comes first on PATH.
+py=python3
+if ! python3 -c 'import PIL' 2>/dev/null && /usr/bin/python3 -c 'import PIL' 2>/dev/null; then
+  py=/usr/bin/python3
+fi
+"$py" - "$ref" "$out" <<'PY'
 import gzip, io, json, os, pickle, struct, sys, tarfile, types, zipfile
 
 ref, out = sys.argv[1], sys.argv[2]
@@ -32,10 +38,36 @@ def read(rel):
     with open(os.path.join(ref, rel), "rb") as f:
         return f.read()
 
-# --- Images: the first byte picks the exact (0) or fast JPEG (1) path.
+# --- Images: the first byte picks the exact (0) or fast JPEG (1) path. The
+# fixtures (up to 2162x762) are shrunk to at most 48 pixels a side in their
+# own format and mode, plus the modes PIL treats apart (palette, LA, CMYK
+# JPEG, progressive JPEG, GIF): small images keep the fuzzer fast.
 images = {name: read("images/" + name) for name in sorted(os.listdir(os.path.join(ref, "images")))}
-small_images = {n: b for n, b in images.items() if len(b) <= 100_000}
-for name, data in small_images.items():
+small_images = {n: b for n, b in images.items() if len(b) <= 20_000}
+image_seeds = list(small_images.items())
+try:
+    from PIL import Image
+    def encode(im, fmt, **kw):
+        buf = io.BytesIO()
+        im.save(buf, fmt, **kw)
+        return buf.getvalue()
+    for name, data in images.items():
+        im = Image.open(io.BytesIO(data))
+        fmt = im.format
+        im.thumbnail((48, 48))
+        image_seeds.append((name, encode(im, fmt)))
+        if name == "CLIP.png":
+            image_seeds.append(("palette.png", encode(im.convert("P"), "PNG")))
+            image_seeds.append(("palette.gif", encode(im.convert("P"), "GIF")))
+        if name == "gray.jpg":
+            la = im.convert("LA")
+            image_seeds.append(("la.png", encode(la, "PNG")))
+        if name == "landscape.jpg":
+            image_seeds.append(("cmyk.jpg", encode(im.convert("CMYK"), "JPEG")))
+            image_seeds.append(("progressive.jpg", encode(im, "JPEG", progressive=True)))
+except ImportError:
+    pass
+for name, data in image_seeds:
     seed("image_preprocess", b"\x00" + data)
     if name.endswith(".jpg"):
         seed("image_preprocess", b"\x01" + data)

@@ -13,6 +13,7 @@ OCLIP_FUZZ_TARGET(safetensors) {
   for (const std::string& name : (*reader)->names()) {
     auto view = (*reader)->Get(name);
     OCLIP_FUZZ_CHECK(view.ok());
+    for (int64_t d : view->shape) OCLIP_FUZZ_CHECK(d >= 0);
     OCLIP_FUZZ_CHECK(view->size_bytes ==
                      static_cast<size_t>(view->num_elements()) * oclip::DTypeSize(view->dtype));
     // Touch the first and last byte: ASan reports a view outside the mapping.
