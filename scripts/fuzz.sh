@@ -30,6 +30,8 @@ mkdir -p "$work/tmp" "$work/corpus" "$work/artifacts"
 scripts/fuzz-seeds.sh "$work/seeds" >/dev/null
 # shellcheck source=scripts/sanitizer-env.sh
 . scripts/sanitizer-env.sh
+# One libvips worker: the image target decodes one small image per input.
+export VIPS_CONCURRENCY=1
 # Scratch files of the targets that read paths.
 export TMPDIR="$(cd "$work/tmp" && pwd)"
 
