@@ -144,6 +144,16 @@ class ZipChecksums {
   // first, a malformed archive costs an error, not memory.
   absl::Status CheckStreamReaderPreconditions() const;
 
+  // DATA_LOSS when the directory's uncompressed size of `record` cannot be
+  // right: more than a stored record's bytes in the file, or than deflate
+  // can expand its compressed bytes to. PyTorchStreamReader::getRecord
+  // allocates that size before reading, so a few-KB file could otherwise ask
+  // for gigabytes. (Zip64 sizes are left to LibTorch.)
+  absl::Status CheckRecordSize(const std::string& record) const;
+
+  // Off: Verify() accepts any bytes (TorchArchiveOptions::verify_checksums).
+  void set_verify_crcs(bool verify) { verify_crcs_ = verify; }
+
  private:
   struct Entry {
     uint32_t crc;
@@ -156,7 +166,10 @@ class ZipChecksums {
   absl::Status ParseCentralDirectory(const std::string& directory,
                                      uint64_t num_entries);
 
+  absl::Status CheckEntrySize(const std::string& name, const Entry& entry) const;
+
   std::string path_;
+  bool verify_crcs_ = true;
   uint64_t file_size_ = 0;
   std::string folder_;  // "<archive>/": the first entry's folder.
   std::unordered_map<std::string, Entry> entries_;
@@ -288,6 +301,7 @@ absl::Status ZipChecksums::ParseCentralDirectory(const std::string& directory,
 
 absl::Status ZipChecksums::Verify(const std::string& record, const void* data,
                                   size_t size) const {
+  if (!verify_crcs_) return absl::OkStatus();
   auto it = entries_.find(folder_ + record);
   if (it == entries_.end()) {
     return absl::DataLossError(absl::StrCat(path_, ": record ", record,
@@ -303,6 +317,31 @@ absl::Status ZipChecksums::Verify(const std::string& record, const void* data,
   return absl::OkStatus();
 }
 
+absl::Status ZipChecksums::CheckEntrySize(const std::string& name, const Entry& entry) const {
+  // Deflate expands at most 1032:1.
+  constexpr uint64_t kMaxDeflateRatio = 1032;
+  if (entry.size == 0xffffffff || entry.stored_size == 0xffffffff) return absl::OkStatus();
+  const bool possible = entry.method == 0
+                            ? entry.size == entry.stored_size && entry.size <= file_size_
+                            : entry.stored_size <= file_size_ &&
+                                  entry.size <= entry.stored_size * kMaxDeflateRatio + 1024;
+  if (!possible) {
+    return absl::DataLossError(absl::StrCat(path_, ": record ", name, " claims ", entry.size,
+                                            " bytes, impossible for ", entry.stored_size,
+                                            " bytes in a ", file_size_, "-byte file"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ZipChecksums::CheckRecordSize(const std::string& record) const {
+  auto it = entries_.find(folder_ + record);
+  if (it == entries_.end()) {
+    return absl::DataLossError(absl::StrCat(path_, ": record ", record,
+                                            " is not in the zip directory"));
+  }
+  return CheckEntrySize(record, it->second);
+}
+
 absl::Status ZipChecksums::CheckStreamReaderPreconditions() const {
   auto corrupt = [&](absl::string_view what) {
     return absl::DataLossError(absl::StrCat(path_, ": ", what));
@@ -315,6 +354,7 @@ absl::Status ZipChecksums::CheckStreamReaderPreconditions() const {
   if (it == entries_.end()) it = entries_.find(folder_ + "version");
   if (it == entries_.end()) return corrupt("the zip archive has no version record");
   const Entry& version = it->second;
+  OCLIP_RETURN_IF_ERROR(CheckEntrySize(it->first, version));
   // Compressed or zip64 version records are left to LibTorch (torch.save
   // writes it stored, in the first 4 GiB).
   if (version.method != 0 || version.local_offset == 0xffffffff ||
@@ -451,6 +491,7 @@ absl::StatusOr<torch::Tensor> StorageLoader::ReadStorage(
         if (!reader_->hasRecord(record)) {
           return Corrupt(absl::StrCat("missing record ", record));
         }
+        if (checksums_ != nullptr) OCLIP_RETURN_IF_ERROR(checksums_->CheckRecordSize(record));
         auto [data, size] = reader_->getRecord(record);
         const size_t element_size = c10::elementSize(dtype);
         if (size % element_size != 0 ||
@@ -474,9 +515,10 @@ absl::StatusOr<torch::Tensor> StorageLoader::ReadStorage(
 }
 
 absl::Status CheckByteOrder(PyTorchStreamReader& reader,
-                            const std::string& path) {
+                            const std::string& path, const ZipChecksums* directory) {
   // Written since PyTorch 2.1; older archives are little-endian.
   if (!reader.hasRecord("byteorder")) return absl::OkStatus();
+  if (directory != nullptr) OCLIP_RETURN_IF_ERROR(directory->CheckRecordSize("byteorder"));
   auto [data, size] = reader.getRecord("byteorder");
   absl::string_view order(static_cast<const char*>(data.get()), size);
   order = absl::StripAsciiWhitespace(order);
@@ -501,7 +543,8 @@ absl::StatusOr<PyValue> ReadOpenArchive(PyTorchStreamReader& reader,
     return absl::DataLossError(
         absl::StrCat(path, " is a zip archive without a data.pkl record"));
   }
-  OCLIP_RETURN_IF_ERROR(CheckByteOrder(reader, path));
+  OCLIP_RETURN_IF_ERROR(CheckByteOrder(reader, path, checksums));
+  if (checksums != nullptr) OCLIP_RETURN_IF_ERROR(checksums->CheckRecordSize("data.pkl"));
   auto [pickle, pickle_size] = reader.getRecord("data.pkl");
   if (checksums != nullptr) {
     OCLIP_RETURN_IF_ERROR(
@@ -530,7 +573,8 @@ absl::StatusOr<PyValue> ReadTorchSaveArchive(
   std::optional<ZipChecksums> checksums;
   OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<PyTorchStreamReader> reader,
                          OpenArchive(path, &checksums));
-  if (!options.verify_checksums) checksums.reset();
+  // The directory stays for the record-size checks; only CRCs are optional.
+  checksums->set_verify_crcs(options.verify_checksums);
   return CatchLibTorch(path, "reading", [&]() -> absl::StatusOr<PyValue> {
     return ReadOpenArchive(*reader, path, checksums ? &*checksums : nullptr);
   });

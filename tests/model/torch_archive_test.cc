@@ -530,6 +530,26 @@ TEST_F(RewrittenArchiveTest, BadVersionRecordIsDataLossBeforeLibTorch) {
               "no version record");
 }
 
+// Found by fuzz_torch_archive: a 1 KB archive whose directory claimed a
+// 4 GB record made PyTorchStreamReader::getRecord allocate 4 GB
+// (tests/fuzz/regressions/torch_archive/oom-*).
+TEST_F(RewrittenArchiveTest, ImpossibleRecordSizeIsDataLoss) {
+  std::string bytes = ReadFileBytes(Write("sized.bin"));
+  // The central directory entry of data.pkl: "PK\1\2", its name at +46, the
+  // uncompressed size at +24.
+  size_t entry = std::string::npos;
+  for (size_t at = bytes.find("PK\x01\x02"); at != std::string::npos;
+       at = bytes.find("PK\x01\x02", at + 1)) {
+    if (bytes.compare(at + 46, 14, "sized/data.pkl") == 0) entry = at;
+  }
+  ASSERT_NE(entry, std::string::npos);
+  bytes.replace(entry + 24, 4, std::string("\x00\x00\x00\xf0", 4));
+  const std::string path = TempPath("sized.bin");
+  WriteFileBytes(path, bytes);
+  ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
+              "record data.pkl claims 4026531840 bytes");
+}
+
 TEST_F(RewrittenArchiveTest, MissingStorageRecordIsDataLoss) {
   Drop("data/3");
   const std::string path = Write("missing_record.bin");
