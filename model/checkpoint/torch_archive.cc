@@ -320,6 +320,12 @@ absl::Status ZipChecksums::Verify(const std::string& record, const void* data,
 absl::Status ZipChecksums::CheckEntrySize(const std::string& name, const Entry& entry) const {
   // Deflate expands at most 1032:1.
   constexpr uint64_t kMaxDeflateRatio = 1032;
+  // LibTorch's miniz reads stored (0) and deflated (8) records only.
+  if (entry.method != 0 && entry.method != 8) {
+    return absl::DataLossError(absl::StrCat(path_, ": record ", name,
+                                            " uses unsupported zip compression method ",
+                                            entry.method));
+  }
   if (entry.size == 0xffffffff || entry.stored_size == 0xffffffff) return absl::OkStatus();
   const bool possible = entry.method == 0
                             ? entry.size == entry.stored_size && entry.size <= file_size_
@@ -350,11 +356,12 @@ absl::Status ZipChecksums::CheckStreamReaderPreconditions() const {
   if (entries_.empty() || folder_.empty()) {
     return corrupt("the zip archive has no records in a folder");
   }
+  // miniz refuses such entries while opening, and LibTorch leaks on that too.
+  for (const auto& [name, entry] : entries_) OCLIP_RETURN_IF_ERROR(CheckEntrySize(name, entry));
   auto it = entries_.find(folder_ + ".data/version");
   if (it == entries_.end()) it = entries_.find(folder_ + "version");
   if (it == entries_.end()) return corrupt("the zip archive has no version record");
   const Entry& version = it->second;
-  OCLIP_RETURN_IF_ERROR(CheckEntrySize(it->first, version));
   // Compressed or zip64 version records are left to LibTorch (torch.save
   // writes it stored, in the first 4 GiB).
   if (version.method != 0 || version.local_offset == 0xffffffff ||
