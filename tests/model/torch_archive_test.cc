@@ -547,7 +547,7 @@ TEST_F(RewrittenArchiveTest, ImpossibleRecordSizeIsDataLoss) {
   const std::string path = TempPath("sized.bin");
   WriteFileBytes(path, bytes);
   ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
-              "record data.pkl claims 4026531840 bytes");
+              "data.pkl claims 4026531840 bytes");
 }
 
 TEST_F(RewrittenArchiveTest, MissingStorageRecordIsDataLoss) {
