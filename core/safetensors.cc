@@ -125,7 +125,10 @@ absl::Status SafetensorsReader::ParseHeader() {
         return corrupt(absl::StrCat("entry ", name, " has a negative or non-integer dimension"));
       }
       uint64_t d = dim.get<uint64_t>();
-      if (d != 0 && elements > std::numeric_limits<uint64_t>::max() / 16 / d) {
+      // Each dimension must fit the int64_t shapes hand out (after a 0 the
+      // element count alone would not catch a huge one).
+      if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+          (d != 0 && elements > std::numeric_limits<uint64_t>::max() / 16 / d)) {
         return corrupt(absl::StrCat("entry ", name, " has an absurd shape"));
       }
       elements *= d;

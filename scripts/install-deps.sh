@@ -49,10 +49,15 @@ packages=(
   libopenblas0-pthread
   # Training: LibTorch's c10d headers (ProcessGroupGloo) include gloo's.
   libgloo-dev
+  # Tests: the ASan + UBSan build and the libFuzzer targets (scripts/fuzz.sh)
+  # are built with clang; libclang-rt-14-dev holds the sanitizer and
+  # libFuzzer runtimes on Debian 12.
+  clang-14 libclang-rt-14-dev
 )
 
 # Only the test suite needs these (the images leave them out).
-test_only=(libgtest-dev libgmock-dev python3-grpcio python3-protobuf python3-numpy openssl)
+test_only=(libgtest-dev libgmock-dev python3-grpcio python3-protobuf python3-numpy openssl
+  clang-14 libclang-rt-14-dev)
 # Opt-in (--bench): the Python reference implementations bench/run.sh times
 # next to oclip (bench/python/*.py), run with Debian's /usr/bin/python3.
 bench_packages=(python3-torch python3-numpy python3-pil python3-regex)

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite from a clean clone: install dependencies, build, run
-# every GoogleTest through CTest. Tests read ../shared/reference (or
+# every GoogleTest through CTest; then the same tests again in the clang
+# ASan + UBSan build (build-sanitize), and every fuzz target for a short
+# budget (scripts/fuzz.sh). Tests read ../shared/reference (or
 # $OCLIP_REFERENCE_DIR).
+#
+#   OCLIP_TEST_SANITIZERS=0   skip the sanitizer build, its tests and fuzzing
+#   OCLIP_FUZZ_SECONDS=N      seconds per fuzz target (default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -10,3 +15,16 @@ scripts/build.sh
 # build tree; the tests themselves run offline.
 scripts/install-deploy-tools.sh build/deploy-tools
 ctest --test-dir build --output-on-failure --parallel "$(nproc)" --timeout 300
+
+if [ "${OCLIP_TEST_SANITIZERS:-1}" = 0 ]; then exit 0; fi
+
+scripts/build-sanitize.sh
+(
+  # shellcheck source=scripts/sanitizer-env.sh
+  . scripts/sanitizer-env.sh
+  # Left out of the sanitizer run, by label:
+  #   deploy: Helm/Node.js checks of the manifests, no oclip code runs.
+  ctest --test-dir build-sanitize --output-on-failure --parallel "$(nproc)" --timeout 600 \
+    --label-exclude '^(deploy)$'
+)
+OCLIP_FUZZ_SKIP_BUILD=1 scripts/fuzz.sh "${OCLIP_FUZZ_SECONDS:-30}"

@@ -15,6 +15,7 @@
 #include "core/status.h"
 #include "model/image/preprocess.h"
 #include "model/zero_shot.h"
+#include "server/request_validation.h"
 
 namespace oclip {
 namespace {
@@ -185,44 +186,7 @@ absl::Status ClipService::CheckMessageSize(const google::protobuf::Message& requ
 }
 
 absl::Status ClipService::ValidateImages(const RepeatedPtrField<v1::ImageInput>& images) const {
-  const LimitsConfig& limits = options_.limits;
-  if (images.empty()) return absl::InvalidArgumentError("the request has no images");
-  if (images.size() > limits.max_items_per_request) {
-    return absl::InvalidArgumentError(absl::StrCat("the request has ", images.size(),
-                                                   " images; the limit is ",
-                                                   limits.max_items_per_request));
-  }
-  for (int i = 0; i < images.size(); ++i) {
-    const v1::ImageInput& image = images.Get(i);
-    switch (image.source_case()) {
-      case v1::ImageInput::kData:
-        if (image.data().empty()) {
-          return absl::InvalidArgumentError(absl::StrCat("image ", i, ": no bytes"));
-        }
-        if (static_cast<int64_t>(image.data().size()) > limits.max_image_bytes) {
-          return absl::InvalidArgumentError(absl::StrCat("image ", i, ": ", image.data().size(),
-                                                         " bytes; the limit is ",
-                                                         limits.max_image_bytes));
-        }
-        break;
-      case v1::ImageInput::kUri: {
-        const bool allowed = std::any_of(
-            limits.allowed_uri_prefixes.begin(), limits.allowed_uri_prefixes.end(),
-            [&](const std::string& prefix) { return absl::StartsWith(image.uri(), prefix); });
-        // A ".." segment could climb out of an allowed directory.
-        const bool climbs = absl::StrContains(image.uri(), "/../") ||
-                            absl::EndsWith(image.uri(), "/..");
-        if (!allowed || climbs) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "image ", i, ": uri '", image.uri(), "' is not under an allowed prefix"));
-        }
-        break;
-      }
-      case v1::ImageInput::SOURCE_NOT_SET:
-        return absl::InvalidArgumentError(absl::StrCat("image ", i, ": neither data nor uri"));
-    }
-  }
-  return absl::OkStatus();
+  return ValidateImageInputs(images, options_.limits);
 }
 
 void ClipService::SubmitImages(ServedModel* model, const RepeatedPtrField<v1::ImageInput>* images,
@@ -327,21 +291,7 @@ grpc::ServerUnaryReactor* ClipService::EncodeText(grpc::CallbackServerContext* c
   auto* call = new UnaryCall("EncodeText", this);
   absl::StatusOr<ServedModel*> model = Admit(*context, request->model());
   absl::Status valid = model.ok() ? CheckMessageSize(*request) : model.status();
-  const LimitsConfig& limits = options_.limits;
-  if (valid.ok() && request->texts().empty()) {
-    valid = absl::InvalidArgumentError("the request has no texts");
-  } else if (valid.ok() && request->texts_size() > limits.max_items_per_request) {
-    valid = absl::InvalidArgumentError(absl::StrCat("the request has ", request->texts_size(),
-                                                    " texts; the limit is ",
-                                                    limits.max_items_per_request));
-  }
-  for (int i = 0; valid.ok() && i < request->texts_size(); ++i) {
-    if (static_cast<int64_t>(request->texts(i).size()) > limits.max_text_bytes) {
-      valid = absl::InvalidArgumentError(absl::StrCat("text ", i, ": ", request->texts(i).size(),
-                                                      " bytes; the limit is ",
-                                                      limits.max_text_bytes));
-    }
-  }
+  if (valid.ok()) valid = ValidateTextInputs(request->texts(), options_.limits);
   if (!valid.ok()) {
     call->Reply(valid);
     return call;
@@ -476,33 +426,7 @@ grpc::ServerUnaryReactor* ClipService::Classify(grpc::CallbackServerContext* con
   absl::StatusOr<ServedModel*> model = Admit(*context, request->model());
   absl::Status valid = model.ok() ? CheckMessageSize(*request) : model.status();
   if (valid.ok()) valid = ValidateImages(request->images());
-  const LimitsConfig& limits = options_.limits;
-  if (valid.ok() && request->labels().empty()) {
-    valid = absl::InvalidArgumentError("the request has no labels");
-  } else if (valid.ok() && request->labels_size() > limits.max_labels) {
-    valid = absl::InvalidArgumentError(absl::StrCat(
-        "the request has ", request->labels_size(), " labels; the limit is ", limits.max_labels));
-  } else if (valid.ok() && request->templates_size() > limits.max_templates) {
-    valid = absl::InvalidArgumentError(absl::StrCat("the request has ", request->templates_size(),
-                                                    " templates; the limit is ",
-                                                    limits.max_templates));
-  }
-  for (int i = 0; valid.ok() && i < request->labels_size(); ++i) {
-    if (static_cast<int64_t>(request->labels(i).size()) > limits.max_text_bytes) {
-      valid = absl::InvalidArgumentError(absl::StrCat("label ", i, ": longer than ",
-                                                      limits.max_text_bytes, " bytes"));
-    }
-  }
-  for (int i = 0; valid.ok() && i < request->templates_size(); ++i) {
-    const std::string& prompt_template = request->templates(i);
-    if (!absl::StrContains(prompt_template, "{}")) {
-      valid = absl::InvalidArgumentError(
-          absl::StrCat("template ", i, " ('", prompt_template, "') has no {} for the label"));
-    } else if (static_cast<int64_t>(prompt_template.size()) > limits.max_text_bytes) {
-      valid = absl::InvalidArgumentError(absl::StrCat("template ", i, ": longer than ",
-                                                      limits.max_text_bytes, " bytes"));
-    }
-  }
+  if (valid.ok()) valid = ValidateClassifyLabels(*request, options_.limits);
   if (!valid.ok()) {
     call->Reply(valid);
     return call;

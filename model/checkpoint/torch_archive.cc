@@ -1,6 +1,7 @@
 #include "model/checkpoint/torch_archive.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/versions.h>
 
 #include <algorithm>
 #include <array>
@@ -16,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -53,16 +55,6 @@ auto CatchLibTorch(const std::string& path, absl::string_view what, Fn&& fn)
     return absl::DataLossError(
         absl::StrCat("error ", what, " ", path, ": ", e.what()));
   }
-}
-
-absl::StatusOr<std::unique_ptr<PyTorchStreamReader>> OpenArchive(
-    const std::string& path) {
-  OCLIP_RETURN_IF_ERROR(CheckOpenable(path));
-  return CatchLibTorch(
-      path, "opening the zip archive",
-      [&]() -> absl::StatusOr<std::unique_ptr<PyTorchStreamReader>> {
-        return std::make_unique<PyTorchStreamReader>(path);
-      });
 }
 
 // torch.jit.save archives also hold a data.pkl, of the scripted module.
@@ -144,13 +136,43 @@ class ZipChecksums {
   absl::Status Verify(const std::string& record, const void* data,
                       size_t size) const;
 
+  // DATA_LOSS when PyTorchStreamReader's constructor would throw after
+  // miniz has opened the archive: no entries, a first entry outside a
+  // folder, no (readable) version record or an unsupported version. LibTorch
+  // 1.13 leaks miniz's state on those throws (the constructor never reaches
+  // mz_zip_reader_end), about 0.5 KB per malformed archive; checked here
+  // first, a malformed archive costs an error, not memory.
+  absl::Status CheckStreamReaderPreconditions() const;
+
+  // DATA_LOSS when the directory's uncompressed size of `record` cannot be
+  // right: more than a stored record's bytes in the file, or than deflate
+  // can expand its compressed bytes to. PyTorchStreamReader::getRecord
+  // allocates that size before reading, so a few-KB file could otherwise ask
+  // for gigabytes. (Zip64 sizes are left to LibTorch.)
+  absl::Status CheckRecordSize(const std::string& record) const;
+
+  // Off: Verify() accepts any bytes (TorchArchiveOptions::verify_checksums).
+  void set_verify_crcs(bool verify) { verify_crcs_ = verify; }
+
  private:
+  struct Entry {
+    uint32_t crc;
+    uint16_t method;          // 0: stored.
+    uint64_t stored_size;     // 0xffffffff: in a zip64 extra field.
+    uint64_t size;
+    uint64_t local_offset;    // 0xffffffff: in a zip64 extra field.
+  };
+
   absl::Status ParseCentralDirectory(const std::string& directory,
                                      uint64_t num_entries);
 
+  absl::Status CheckEntrySize(const std::string& name, const Entry& entry) const;
+
   std::string path_;
+  bool verify_crcs_ = true;
+  uint64_t file_size_ = 0;
   std::string folder_;  // "<archive>/": the first entry's folder.
-  std::unordered_map<std::string, uint32_t> crcs_;
+  std::unordered_map<std::string, Entry> entries_;
 };
 
 constexpr uint32_t kEndOfCentralDirSignature = 0x06054b50;
@@ -240,6 +262,7 @@ absl::StatusOr<ZipChecksums> ZipChecksums::Read(const std::string& path) {
                          ReadRange(in, path, dir_offset, dir_size));
   ZipChecksums checksums;
   checksums.path_ = path;
+  checksums.file_size_ = file_size;
   OCLIP_RETURN_IF_ERROR(
       checksums.ParseCentralDirectory(directory, num_entries));
   return checksums;
@@ -255,7 +278,12 @@ absl::Status ZipChecksums::ParseCentralDirectory(const std::string& directory,
       return absl::DataLossError(
           absl::StrCat(path_, ": bad zip directory entry ", i));
     }
-    const uint32_t crc = LoadLe32(d + pos + 16);
+    Entry entry;
+    entry.crc = LoadLe32(d + pos + 16);
+    entry.method = static_cast<uint16_t>(LoadLe(d + pos + 10, 2));
+    entry.stored_size = LoadLe(d + pos + 20, 4);
+    entry.size = LoadLe(d + pos + 24, 4);
+    entry.local_offset = LoadLe(d + pos + 42, 4);
     const size_t name_size = LoadLe(d + pos + 28, 2);
     const size_t entry_size = kCentralEntrySize + name_size +
                               LoadLe(d + pos + 30, 2) + LoadLe(d + pos + 32, 2);
@@ -265,7 +293,7 @@ absl::Status ZipChecksums::ParseCentralDirectory(const std::string& directory,
     }
     std::string name(directory, pos + kCentralEntrySize, name_size);
     if (i == 0) folder_ = name.substr(0, name.find('/') + 1);
-    crcs_[std::move(name)] = crc;
+    entries_.emplace(std::move(name), entry);
     pos += entry_size;
   }
   return absl::OkStatus();
@@ -273,19 +301,124 @@ absl::Status ZipChecksums::ParseCentralDirectory(const std::string& directory,
 
 absl::Status ZipChecksums::Verify(const std::string& record, const void* data,
                                   size_t size) const {
-  auto it = crcs_.find(folder_ + record);
-  if (it == crcs_.end()) {
+  if (!verify_crcs_) return absl::OkStatus();
+  auto it = entries_.find(folder_ + record);
+  if (it == entries_.end()) {
     return absl::DataLossError(absl::StrCat(path_, ": record ", record,
                                             " is not in the zip directory"));
   }
   const uint32_t actual = Crc32(static_cast<const uint8_t*>(data), size);
-  if (actual != it->second) {
+  if (actual != it->second.crc) {
     return absl::DataLossError(absl::StrCat(
         path_, ": checksum mismatch in record ", record, " (CRC-32 ",
         absl::Hex(actual, absl::kZeroPad8), ", directory says ",
-        absl::Hex(it->second, absl::kZeroPad8), ")"));
+        absl::Hex(it->second.crc, absl::kZeroPad8), ")"));
   }
   return absl::OkStatus();
+}
+
+absl::Status ZipChecksums::CheckEntrySize(const std::string& name, const Entry& entry) const {
+  // Deflate expands at most 1032:1.
+  constexpr uint64_t kMaxDeflateRatio = 1032;
+  // LibTorch's miniz reads stored (0) and deflated (8) records only.
+  if (entry.method != 0 && entry.method != 8) {
+    return absl::DataLossError(absl::StrCat(path_, ": record ", name,
+                                            " uses unsupported zip compression method ",
+                                            entry.method));
+  }
+  if (entry.size == 0xffffffff || entry.stored_size == 0xffffffff) return absl::OkStatus();
+  const bool possible = entry.method == 0
+                            ? entry.size == entry.stored_size && entry.size <= file_size_
+                            : entry.stored_size <= file_size_ &&
+                                  entry.size <= entry.stored_size * kMaxDeflateRatio + 1024;
+  if (!possible) {
+    return absl::DataLossError(absl::StrCat(path_, ": record ", name, " claims ", entry.size,
+                                            " bytes, impossible for ", entry.stored_size,
+                                            " bytes in a ", file_size_, "-byte file"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ZipChecksums::CheckRecordSize(const std::string& record) const {
+  auto it = entries_.find(folder_ + record);
+  if (it == entries_.end()) {
+    return absl::DataLossError(absl::StrCat(path_, ": record ", record,
+                                            " is not in the zip directory"));
+  }
+  return CheckEntrySize(record, it->second);
+}
+
+absl::Status ZipChecksums::CheckStreamReaderPreconditions() const {
+  auto corrupt = [&](absl::string_view what) {
+    return absl::DataLossError(absl::StrCat(path_, ": ", what));
+  };
+  // PyTorchStreamReader takes the first entry's folder as the archive's.
+  if (entries_.empty() || folder_.empty()) {
+    return corrupt("the zip archive has no records in a folder");
+  }
+  // miniz refuses such entries while opening, and LibTorch leaks on that too.
+  for (const auto& [name, entry] : entries_) OCLIP_RETURN_IF_ERROR(CheckEntrySize(name, entry));
+  auto it = entries_.find(folder_ + ".data/version");
+  if (it == entries_.end()) it = entries_.find(folder_ + "version");
+  if (it == entries_.end()) return corrupt("the zip archive has no version record");
+  const Entry& version = it->second;
+  // Compressed or zip64 version records are left to LibTorch (torch.save
+  // writes it stored, in the first 4 GiB).
+  if (version.method != 0 || version.local_offset == 0xffffffff ||
+      version.stored_size == 0xffffffff) {
+    return absl::OkStatus();
+  }
+  constexpr size_t kLocalHeaderSize = 30;
+  constexpr uint32_t kLocalHeaderSignature = 0x04034b50;
+  std::ifstream in(path_, std::ios::binary);
+  if (version.local_offset > file_size_ ||
+      file_size_ - version.local_offset < kLocalHeaderSize) {
+    return corrupt("the version record lies outside the file");
+  }
+  OCLIP_ASSIGN_OR_RETURN(std::string header,
+                         ReadRange(in, path_, version.local_offset, kLocalHeaderSize));
+  const auto* h = reinterpret_cast<const uint8_t*>(header.data());
+  if (LoadLe32(h) != kLocalHeaderSignature) return corrupt("bad zip header of the version record");
+  const uint64_t data_offset =
+      version.local_offset + kLocalHeaderSize + LoadLe(h + 26, 2) + LoadLe(h + 28, 2);
+  if (data_offset > file_size_ || file_size_ - data_offset < version.stored_size) {
+    return corrupt("the version record lies outside the file");
+  }
+  // caffe2::stoull of the record: leading blanks, then decimal digits.
+  OCLIP_ASSIGN_OR_RETURN(
+      std::string text,
+      ReadRange(in, path_, data_offset, std::min<uint64_t>(version.stored_size, 64)));
+  size_t i = 0;
+  while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+  uint64_t value = 0;
+  size_t digits = 0;
+  for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])); ++i, ++digits) {
+    value = std::min<uint64_t>(value * 10 + static_cast<uint64_t>(text[i] - '0'), 1u << 20);
+  }
+  if (digits == 0 || value < caffe2::serialize::kMinSupportedFileFormatVersion ||
+      value > caffe2::serialize::kMaxSupportedFileFormatVersion) {
+    return corrupt(absl::StrCat("unsupported archive version '", absl::CEscape(text.substr(0, 16)),
+                                "' (this LibTorch reads versions ",
+                                caffe2::serialize::kMinSupportedFileFormatVersion, " to ",
+                                caffe2::serialize::kMaxSupportedFileFormatVersion, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// Opens the archive with LibTorch's reader, after oclip's own checks of the
+// zip directory (see CheckStreamReaderPreconditions). The directory goes to
+// `*directory` when asked for (the CRCs of the records).
+absl::StatusOr<std::unique_ptr<PyTorchStreamReader>> OpenArchive(
+    const std::string& path, std::optional<ZipChecksums>* directory = nullptr) {
+  OCLIP_RETURN_IF_ERROR(CheckOpenable(path));
+  OCLIP_ASSIGN_OR_RETURN(ZipChecksums checked, ZipChecksums::Read(path));
+  OCLIP_RETURN_IF_ERROR(checked.CheckStreamReaderPreconditions());
+  if (directory != nullptr) *directory = std::move(checked);
+  return CatchLibTorch(
+      path, "opening the zip archive",
+      [&]() -> absl::StatusOr<std::unique_ptr<PyTorchStreamReader>> {
+        return std::make_unique<PyTorchStreamReader>(path);
+      });
 }
 
 // Resolves the persistent ids of data.pkl to storages read from
@@ -365,6 +498,7 @@ absl::StatusOr<torch::Tensor> StorageLoader::ReadStorage(
         if (!reader_->hasRecord(record)) {
           return Corrupt(absl::StrCat("missing record ", record));
         }
+        if (checksums_ != nullptr) OCLIP_RETURN_IF_ERROR(checksums_->CheckRecordSize(record));
         auto [data, size] = reader_->getRecord(record);
         const size_t element_size = c10::elementSize(dtype);
         if (size % element_size != 0 ||
@@ -388,9 +522,10 @@ absl::StatusOr<torch::Tensor> StorageLoader::ReadStorage(
 }
 
 absl::Status CheckByteOrder(PyTorchStreamReader& reader,
-                            const std::string& path) {
+                            const std::string& path, const ZipChecksums* directory) {
   // Written since PyTorch 2.1; older archives are little-endian.
   if (!reader.hasRecord("byteorder")) return absl::OkStatus();
+  if (directory != nullptr) OCLIP_RETURN_IF_ERROR(directory->CheckRecordSize("byteorder"));
   auto [data, size] = reader.getRecord("byteorder");
   absl::string_view order(static_cast<const char*>(data.get()), size);
   order = absl::StripAsciiWhitespace(order);
@@ -415,7 +550,8 @@ absl::StatusOr<PyValue> ReadOpenArchive(PyTorchStreamReader& reader,
     return absl::DataLossError(
         absl::StrCat(path, " is a zip archive without a data.pkl record"));
   }
-  OCLIP_RETURN_IF_ERROR(CheckByteOrder(reader, path));
+  OCLIP_RETURN_IF_ERROR(CheckByteOrder(reader, path, checksums));
+  if (checksums != nullptr) OCLIP_RETURN_IF_ERROR(checksums->CheckRecordSize("data.pkl"));
   auto [pickle, pickle_size] = reader.getRecord("data.pkl");
   if (checksums != nullptr) {
     OCLIP_RETURN_IF_ERROR(
@@ -441,12 +577,11 @@ absl::StatusOr<PyValue> ReadTorchSaveArchive(const std::string& path) {
 
 absl::StatusOr<PyValue> ReadTorchSaveArchive(
     const std::string& path, const TorchArchiveOptions& options) {
-  OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<PyTorchStreamReader> reader,
-                         OpenArchive(path));
   std::optional<ZipChecksums> checksums;
-  if (options.verify_checksums) {
-    OCLIP_ASSIGN_OR_RETURN(checksums, ZipChecksums::Read(path));
-  }
+  OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<PyTorchStreamReader> reader,
+                         OpenArchive(path, &checksums));
+  // The directory stays for the record-size checks; only CRCs are optional.
+  checksums->set_verify_crcs(options.verify_checksums);
   return CatchLibTorch(path, "reading", [&]() -> absl::StatusOr<PyValue> {
     return ReadOpenArchive(*reader, path, checksums ? &*checksums : nullptr);
   });

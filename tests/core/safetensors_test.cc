@@ -81,6 +81,15 @@ TEST(SafetensorsTest, RejectsMalformedFilesWithDataLoss) {
       {"overlap", WithHeader(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
                              R"("y":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})", 8)},
       {"missing_fields", WithHeader(R"({"x":{"dtype":"F32"}})", 0)},
+      // Found by fuzz_checkpoint: after a 0 the element count stays 0, and a
+      // dimension of 2^63 or more became a negative int64_t shape that
+      // LibTorch threw on (tests/fuzz/regressions/checkpoint/).
+      {"zero_then_huge_dim",
+       WithHeader(R"({"x":{"dtype":"F32","shape":[0,9223372036854775808],"data_offsets":[0,0]}})",
+                  0)},
+      {"zero_then_max_dim",
+       WithHeader(R"({"x":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}})",
+                  0)},
   };
   for (const auto& [name, bytes] : cases) {
     const std::string path = WriteBytes(std::string(name) + ".safetensors", bytes);

@@ -490,6 +490,66 @@ TEST_F(RewrittenArchiveTest, UnchangedRecordsStillLoad) {
   ExpectStateDictEquals(*value, "", "tiny-vit.safetensors");
 }
 
+// PyTorchStreamReader throws on these after miniz has opened the archive,
+// and LibTorch 1.13 then leaks miniz's state (found by fuzz_torch_archive;
+// tests/fuzz/regressions/torch_archive/ replays it under ASan): oclip refuses
+// them from the zip directory first.
+TEST_F(RewrittenArchiveTest, BadVersionRecordIsDataLossBeforeLibTorch) {
+  const std::string original = ReadFileBytes(Write("versioned.bin"));
+  // The version record's data follows its local header ("PK\3\4", 30
+  // bytes, name, extra field).
+  const size_t name_at = original.find("versioned/version");
+  ASSERT_NE(name_at, std::string::npos);
+  const size_t header = name_at - 30;
+  ASSERT_EQ(original.compare(header, 4, "PK\x03\x04"), 0);
+  const auto le16 = [&](size_t at) {
+    return static_cast<size_t>(static_cast<uint8_t>(original[at])) |
+           static_cast<size_t>(static_cast<uint8_t>(original[at + 1])) << 8;
+  };
+  const size_t data_at = header + 30 + le16(header + 26) + le16(header + 28);
+  for (const std::string version : {"99", "0\n", "x\n", " \n"}) {
+    SCOPED_TRACE(version);
+    std::string bytes = original;
+    bytes.replace(data_at, version.size(), version);
+    const std::string path = TempPath("versioned.bin");
+    WriteFileBytes(path, bytes);
+    ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
+                "unsupported archive version");
+    ExpectError(IsTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
+                "unsupported archive version");
+  }
+  // No version record at all (renamed in the local and central headers).
+  std::string renamed = original;
+  for (size_t at = renamed.find("versioned/version"); at != std::string::npos;
+       at = renamed.find("versioned/version", at + 1)) {
+    renamed[at + 16] = 'X';
+  }
+  const std::string path = TempPath("versioned.bin");
+  WriteFileBytes(path, renamed);
+  ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
+              "no version record");
+}
+
+// Found by fuzz_torch_archive: a 1 KB archive whose directory claimed a
+// 4 GB record made PyTorchStreamReader::getRecord allocate 4 GB
+// (tests/fuzz/regressions/torch_archive/oom-*).
+TEST_F(RewrittenArchiveTest, ImpossibleRecordSizeIsDataLoss) {
+  std::string bytes = ReadFileBytes(Write("sized.bin"));
+  // The central directory entry of data.pkl: "PK\1\2", its name at +46, the
+  // uncompressed size at +24.
+  size_t entry = std::string::npos;
+  for (size_t at = bytes.find("PK\x01\x02"); at != std::string::npos;
+       at = bytes.find("PK\x01\x02", at + 1)) {
+    if (bytes.compare(at + 46, 14, "sized/data.pkl") == 0) entry = at;
+  }
+  ASSERT_NE(entry, std::string::npos);
+  bytes.replace(entry + 24, 4, std::string("\x00\x00\x00\xf0", 4));
+  const std::string path = TempPath("sized.bin");
+  WriteFileBytes(path, bytes);
+  ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
+              "data.pkl claims 4026531840 bytes");
+}
+
 TEST_F(RewrittenArchiveTest, MissingStorageRecordIsDataLoss) {
   Drop("data/3");
   const std::string path = Write("missing_record.bin");

@@ -1,0 +1,46 @@
+// Registry and helpers of tests/fuzz/fuzz_target.h.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include "tests/fuzz/fuzz_target.h"
+
+namespace oclip::fuzz {
+
+std::map<std::string, FuzzFunction>& Targets() {
+  static auto* targets = new std::map<std::string, FuzzFunction>();
+  return *targets;
+}
+
+bool RegisterTarget(const char* name, FuzzFunction function) {
+  Targets()[name] = function;
+  return true;
+}
+
+std::string ReferenceFile(const std::string& relative) {
+  const char* env = std::getenv("OCLIP_REFERENCE_DIR");
+  const std::string dir = env != nullptr && *env != '\0' ? env : OCLIP_REFERENCE_DIR_DEFAULT;
+  return dir + "/" + relative;
+}
+
+const std::string& WriteScratchFile(const uint8_t* data, size_t size) {
+  static const std::string* path = [] {
+    const char* tmp = std::getenv("TMPDIR");
+    return new std::string(std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
+                           "/oclip-fuzz-" + std::to_string(getpid()));
+  }();
+  std::ofstream out(*path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  out.close();
+  if (!out) CheckFailed(__FILE__, __LINE__, "writing the scratch file");
+  return *path;
+}
+
+void CheckFailed(const char* file, int line, const char* condition) {
+  std::fprintf(stderr, "%s:%d: fuzz check failed: %s\n", file, line, condition);
+  std::abort();
+}
+
+}  // namespace oclip::fuzz
