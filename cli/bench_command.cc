@@ -15,6 +15,7 @@
 #include "core/mapped_file.h"
 #include "core/status.h"
 #include "model/image/preprocess.h"
+#include "model/inference_precision.h"
 #include "model/tokenizer/load_tokenizer.h"
 
 namespace oclip::cli {
@@ -37,26 +38,72 @@ absl::Status BenchPreprocess(const std::string& image, int64_t size, bool fast, 
   return absl::OkStatus();
 }
 
-absl::Status BenchEncode(const ModelFlags& model_flags, int64_t batch, double seconds) {
+// Mean and smallest cosine similarity of corresponding rows.
+nlohmann::json RowCosines(const torch::Tensor& actual, const torch::Tensor& expected) {
+  const torch::Tensor cosines = torch::cosine_similarity(actual.to(torch::kDouble),
+                                                         expected.to(torch::kDouble), 1);
+  return {{"mean", cosines.mean().item<double>()}, {"min", cosines.min().item<double>()}};
+}
+
+struct EncodeBenchOptions {
+  std::string precision = "fp32";
+  bool prepare = true;  // false: the plain forward, without prepared kernels
+  int64_t image_batch = 32;
+  int64_t text_batch = 32;
+  double seconds = 3;
+};
+
+absl::Status BenchEncode(const ModelFlags& model_flags, const EncodeBenchOptions& options) {
   if (model_flags.model.empty()) return absl::InvalidArgumentError("--model is required");
+  OCLIP_ASSIGN_OR_RETURN(InferencePrecision precision,
+                         ParseInferencePrecision(options.precision));
+  if (!options.prepare && precision != InferencePrecision::kFp32) {
+    return absl::InvalidArgumentError("--no-prepare measures the plain fp32 forward only");
+  }
   OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, model_flags.LoadModel());
-  torch::InferenceMode inference;
   const int64_t s = model->config().vision.image_size;
-  torch::Tensor images = torch::randn({batch, 3, s, s});
-  const torch::Tensor tokens = BenchmarkTokens(model->config(), batch);
-  OCLIP_ASSIGN_OR_RETURN(double image_rate, MeasureThroughput(seconds, batch, [&] {
+  torch::manual_seed(0);
+  torch::Tensor images = torch::randn({options.image_batch, 3, s, s});
+  const torch::Tensor tokens = BenchmarkTokens(model->config(), options.text_batch);
+  // The plain fp32 forward on the same inputs is the reference the prepared
+  // precision is compared with.
+  torch::Tensor reference_image, reference_text;
+  {
+    torch::InferenceMode inference;
+    OCLIP_ASSIGN_OR_RETURN(reference_image, model->EncodeImage(images));
+    OCLIP_ASSIGN_OR_RETURN(reference_text, model->EncodeText(tokens));
+  }
+  nlohmann::json kernels = {{"prepared", options.prepare}};
+  if (options.prepare) {
+    OCLIP_ASSIGN_OR_RETURN(PreparedKernels prepared, PrepareForInference(*model, precision));
+    kernels.update({{"linear", prepared.linear_kernel},
+                    {"conv", prepared.conv_kernel},
+                    {"linears", prepared.linears},
+                    {"convolutions", prepared.convolutions},
+                    {"folded_batch_norms", prepared.folded_batch_norms}});
+  }
+  torch::InferenceMode inference;
+  OCLIP_ASSIGN_OR_RETURN(torch::Tensor image_features, model->EncodeImage(images));
+  OCLIP_ASSIGN_OR_RETURN(torch::Tensor text_features, model->EncodeText(tokens));
+  OCLIP_ASSIGN_OR_RETURN(double image_rate,
+                         MeasureThroughput(options.seconds, options.image_batch, [&] {
                            return model->EncodeImage(images).status();
                          }));
-  OCLIP_ASSIGN_OR_RETURN(double text_rate, MeasureThroughput(seconds, batch, [&] {
+  OCLIP_ASSIGN_OR_RETURN(double text_rate,
+                         MeasureThroughput(options.seconds, options.text_batch, [&] {
                            return model->EncodeText(tokens).status();
                          }));
   nlohmann::json result = {{"benchmark", "encode"},
                            {"model", model_flags.model},
-                           {"precision", "fp32"},
-                           {"batch", batch},
+                           {"precision", InferencePrecisionName(precision)},
+                           {"batch", options.image_batch},
+                           {"text_batch", options.text_batch},
                            {"threads", torch::get_num_threads()},
                            {"images_per_second", image_rate},
-                           {"texts_per_second", text_rate}};
+                           {"texts_per_second", text_rate},
+                           {"image_cosine_to_fp32", RowCosines(image_features, reference_image)},
+                           {"text_cosine_to_fp32", RowCosines(text_features, reference_text)},
+                           {"kernels", kernels}};
   std::cout << result.dump() << "\n";
   return absl::OkStatus();
 }
@@ -121,7 +168,10 @@ int RunBench(int argc, char** argv) {
   int64_t size = 224, batch = 32, seconds_flag = 3;
   ModelFlags model_flags;
   model_flags.pretrained = "random";
+  EncodeBenchOptions encode;
+  int64_t text_batch = 0;
   bool fast = false;
+  bool no_prepare = false;
   FlagSet flags("bench " + kind,
                 kind == "preprocess" ? "Images per second of decode + resize + crop + normalize "
                                        "(one thread)."
@@ -140,14 +190,23 @@ int RunBench(int argc, char** argv) {
   } else {
     model_flags.Register(flags);  // --pretrained defaults to "random" here.
     flags.AddInt("batch", &batch, "batch size (default 32)");
+    flags.AddInt("text-batch", &text_batch, "batch size of the text tower (default: --batch)");
+    flags.AddString("precision", &encode.precision,
+                    "fp32 | bf16 | int8: kernels prepared for CPU inference (default fp32)");
+    flags.AddBool("no-prepare", &no_prepare,
+                  "measure the plain fp32 forward, without prepared kernels");
   }
   flags.AddInt("seconds", &seconds_flag, "minimum measuring time per figure (default 3)");
   if (std::optional<int> exit_code = flags.ParseCommandLine(argc - 1, argv + 1)) return *exit_code;
   const double seconds = static_cast<double>(std::max<int64_t>(seconds_flag, 0));
+  encode.prepare = !no_prepare;
+  encode.image_batch = std::max<int64_t>(batch, 1);
+  encode.text_batch = text_batch > 0 ? text_batch : encode.image_batch;
+  encode.seconds = seconds;
   absl::Status status =
       kind == "preprocess" ? BenchPreprocess(image, size, fast, seconds)
       : kind == "tokenize" ? BenchTokenize(tokenizer, model, texts_file, seconds)
-                           : BenchEncode(model_flags, std::max<int64_t>(batch, 1), seconds);
+                           : BenchEncode(model_flags, encode);
   if (!status.ok()) {
     std::cerr << "oclip bench: " << status.message() << "\n";
     return 1;

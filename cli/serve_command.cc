@@ -283,7 +283,8 @@ int RunServe(int argc, char** argv) {
   flags.AddString("tokenizer", &values.tokenizer, "tokenizer files (default: downloaded)");
   flags.AddString("name", &values.name, "the name requests use (default: --model)");
   flags.AddRepeated("device", &values.devices, "cpu, cuda or cuda:N; repeat for replicas");
-  flags.AddString("precision", &values.precision, "fp32 (default), fp16 (CUDA) or bf16");
+  flags.AddString("precision", &values.precision,
+                  "fp32 (default), fp16 (CUDA), bf16, int8 (CPU: dynamic quantization)");
   flags.AddInt("max-batch-size", &values.max_batch_size, "items per forward pass (32)");
   flags.AddString("max-queue-delay", &values.max_queue_delay,
                   "how long the oldest item waits for a fuller batch (0: run at once)");

@@ -11,6 +11,13 @@
 //
 // Tensors are batch-first: [N, L, D]. Modules are not thread-safe to mutate;
 // forward() on a module in eval mode under InferenceMode may run concurrently.
+//
+// Inference kernels: Linear, Conv2d and MultiheadAttention's in_proj can carry
+// a PackedKernel (weights converted once into oneDNN/bf16/int8 form by
+// model/inference_precision.h). It runs only under InferenceMode; with
+// autograd on (training) the plain weights and the original math run, so the
+// training path is unchanged. A BatchNorm2d folded into its convolution's
+// kernel is skipped under InferenceMode for the same reason.
 
 #ifndef OCLIP_MODEL_LAYERS_H_
 #define OCLIP_MODEL_LAYERS_H_
@@ -23,6 +30,21 @@ enum class Activation { kGelu, kQuickGelu, kRelu };
 
 torch::Tensor Activate(Activation activation, const torch::Tensor& x);
 
+// A layer's weights prepared for inference, and the GEMM/convolution that uses
+// them: Run(x) returns what the layer's plain forward would, in x's dtype.
+// Immutable once built; Run may be called concurrently.
+class PackedKernel {
+ public:
+  virtual ~PackedKernel() = default;
+  virtual torch::Tensor Run(const torch::Tensor& x) const = 0;
+};
+
+// True when a layer should use its PackedKernel: one is installed and autograd
+// is off for good (InferenceMode), so no gradient can be wanted.
+inline bool UsePacked(const std::shared_ptr<const PackedKernel>& packed) {
+  return packed != nullptr && c10::InferenceMode::is_enabled();
+}
+
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias,
@@ -31,6 +53,7 @@ class LinearImpl : public torch::nn::Module {
 
   torch::Tensor weight;  // [out, in]
   torch::Tensor bias;    // [out] or undefined
+  std::shared_ptr<const PackedKernel> packed;  // inference only, or null
 };
 TORCH_MODULE(Linear);
 
@@ -56,6 +79,7 @@ class Conv2dImpl : public torch::nn::Module {
   torch::Tensor bias;
   int64_t stride;
   int64_t padding;
+  std::shared_ptr<const PackedKernel> packed;  // inference only, or null
 };
 TORCH_MODULE(Conv2d);
 
@@ -71,6 +95,9 @@ class BatchNorm2dImpl : public torch::nn::Module {
   torch::Tensor running_mean;
   torch::Tensor running_var;
   torch::Tensor num_batches_tracked;  // int64 scalar
+  // Set when the preceding convolution's PackedKernel applies this
+  // normalization (eval statistics folded into its weights and bias).
+  bool folded_into_conv = false;
 };
 TORCH_MODULE(BatchNorm2d);
 
@@ -97,6 +124,7 @@ class MultiheadAttentionImpl : public torch::nn::Module {
   torch::Tensor in_proj_bias;
   Linear out_proj;
   int64_t heads;
+  std::shared_ptr<const PackedKernel> packed_in_proj;  // inference only, or null
 };
 TORCH_MODULE(MultiheadAttention);
 

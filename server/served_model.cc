@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status.h"
+#include "model/inference_precision.h"
 #include "model/model_loader.h"
 #include "model/tokenizer/load_tokenizer.h"
 #include "model/zero_shot.h"
@@ -17,6 +18,7 @@
 namespace oclip {
 namespace {
 
+// The dtype the weights are cast to on a CUDA device.
 torch::ScalarType ToScalarType(Precision precision) {
   switch (precision) {
     case Precision::kFp16:
@@ -24,9 +26,27 @@ torch::ScalarType ToScalarType(Precision precision) {
     case Precision::kBf16:
       return torch::kBFloat16;
     case Precision::kFp32:
+    case Precision::kInt8:
       break;
   }
   return torch::kFloat;
+}
+
+// On the CPU the weights stay fp32 and the precision is a set of prepared
+// kernels (model/inference_precision.h); fp16 has none there.
+absl::StatusOr<InferencePrecision> CpuPrecision(const ModelServingConfig& config) {
+  switch (config.precision) {
+    case Precision::kFp32:
+      return InferencePrecision::kFp32;
+    case Precision::kBf16:
+      return InferencePrecision::kBf16;
+    case Precision::kInt8:
+      return InferencePrecision::kInt8;
+    case Precision::kFp16:
+      break;
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "model ", config.name, ": fp16 needs a CUDA device; use fp32, bf16 or int8 on cpu"));
 }
 
 const char* LaneName(int lane) { return lane == static_cast<int>(Lane::kImages) ? "image" : "text"; }
@@ -79,20 +99,34 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const ModelServin
   const torch::ScalarType dtype = ToScalarType(config.precision);
   for (const std::string& device_name : config.devices) {
     OCLIP_ASSIGN_OR_RETURN(torch::Device device, ParseServingDevice(device_name));
-    if (dtype == torch::kHalf && device.is_cpu()) {
+    if (device.is_cpu()) OCLIP_RETURN_IF_ERROR(CpuPrecision(config).status());
+    if (config.precision == Precision::kInt8 && !device.is_cpu()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "model ", config.name, ": fp16 needs a CUDA device; use bf16 or fp32 on cpu"));
+          "model ", config.name, ": int8 runs on cpu only; use fp16 or bf16 on ", device_name));
     }
     LoadModelOptions options;
     options.model = config.model;
     options.pretrained = config.pretrained;
     options.seed = config.seed;
     OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> replica, LoadModel(options));
-    try {
-      replica->to(device, dtype);
-    } catch (const std::exception& e) {
-      return absl::ResourceExhaustedError(absl::StrCat("model ", config.name, ": moving it to ",
-                                                       device_name, " failed: ", e.what()));
+    if (device.is_cpu()) {
+      OCLIP_ASSIGN_OR_RETURN(InferencePrecision precision, CpuPrecision(config));
+      absl::StatusOr<PreparedKernels> prepared = PrepareForInference(*replica, precision);
+      if (!prepared.ok()) {
+        return absl::Status(prepared.status().code(),
+                            absl::StrCat("model ", config.name, ": ", prepared.status().message()));
+      }
+      LogInfo(absl::StrCat("model ", config.name, " on cpu: ", InferencePrecisionName(precision),
+                           " kernels ", prepared->linear_kernel, " (", prepared->linears,
+                           " linears), ", prepared->conv_kernel, " (", prepared->convolutions,
+                           " convolutions)"));
+    } else {
+      try {
+        replica->to(device, dtype);
+      } catch (const std::exception& e) {
+        return absl::ResourceExhaustedError(absl::StrCat("model ", config.name, ": moving it to ",
+                                                         device_name, " failed: ", e.what()));
+      }
     }
     served->replicas_.push_back(std::move(replica));
   }

@@ -599,7 +599,7 @@ class ConfigReader {
   FieldReader PrecisionField(Precision* out) {
     return [this, out](const YAML::Node& node, const std::string& path) -> absl::Status {
       std::string text;
-      OCLIP_RETURN_IF_ERROR(ScalarText(node, path, "fp32, fp16 or bf16", &text));
+      OCLIP_RETURN_IF_ERROR(ScalarText(node, path, "fp32, fp16, bf16 or int8", &text));
       absl::StatusOr<Precision> precision = ParsePrecision(text);
       if (!precision.ok()) return ErrorAt(node, path, precision.status().message());
       *out = *precision;
@@ -816,9 +816,10 @@ absl::StatusOr<Precision> ParsePrecision(absl::string_view name) {
   if (lower == "fp32" || lower == "float32") return Precision::kFp32;
   if (lower == "fp16" || lower == "float16") return Precision::kFp16;
   if (lower == "bf16" || lower == "bfloat16") return Precision::kBf16;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown precision '", name,
-                   "'; expected fp32, fp16 or bf16 (or float32, float16, bfloat16)"));
+  if (lower == "int8" || lower == "qint8") return Precision::kInt8;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown precision '", name,
+      "'; expected fp32, fp16, bf16 or int8 (or float32, float16, bfloat16, qint8)"));
 }
 
 absl::string_view PrecisionName(Precision precision) {
@@ -829,6 +830,8 @@ absl::string_view PrecisionName(Precision precision) {
       return "fp16";
     case Precision::kBf16:
       return "bf16";
+    case Precision::kInt8:
+      return "int8";
   }
   return "unknown";
 }

@@ -52,13 +52,17 @@
 
 namespace oclip {
 
-// The dtype a model's weights and activations run in.
-enum class Precision { kFp32, kFp16, kBf16 };
+// The precision a model runs in. On CUDA the weights and activations are cast
+// to it (fp32, fp16, bf16). On the CPU the model keeps its fp32 weights and is
+// prepared with model/inference_precision.h (fp32, bf16, int8: oneDNN bf16
+// GEMMs, dynamically quantized int8 Linears); fp16 is CUDA only, int8 CPU only.
+enum class Precision { kFp32, kFp16, kBf16, kInt8 };
 
-// "fp32" | "fp16" | "bf16", also "float32" | "float16" | "bfloat16"; case is
-// ignored. INVALID_ARGUMENT (listing the accepted names) otherwise.
+// "fp32" | "fp16" | "bf16" | "int8", also "float32" | "float16" | "bfloat16" |
+// "qint8"; case is ignored. INVALID_ARGUMENT (listing the accepted names)
+// otherwise.
 absl::StatusOr<Precision> ParsePrecision(absl::string_view name);
-// The short name: "fp32", "fp16" or "bf16".
+// The short name: "fp32", "fp16", "bf16" or "int8".
 absl::string_view PrecisionName(Precision precision);
 
 // One served model: which weights, on which devices, batched how.

@@ -633,11 +633,53 @@ TEST(EmbedCommandTest, OptionalOutputsAndBadFlags) {
              "--enable-text=false"},
             1,
             "nothing to embed"},
+           {{"--input-dataset", dataset.spec, "--output-folder", out, "--precision", "fp8"},
+            1,
+            "--precision: unknown inference precision 'fp8'; expected fp32, bf16 or int8"},
            {{"--input-dataset", dataset.spec, "--bogus"}, 2, "unknown flag --bogus"},
        }) {
     const CommandResult run = RunOclip("embed", c.args);
     EXPECT_EQ(run.exit_code, c.exit_code) << run.command << "\n" << run.err;
     EXPECT_NE(run.err.find(c.message), std::string::npos) << run.err;
+  }
+}
+
+TEST(EmbedCommandTest, PrecisionReachesTheModel) {
+  // int8 embeddings are the fp32 ones to within quantization: close in angle,
+  // but not equal (equal would mean the flag never reached the model).
+  const Dataset dataset = MakeShards("precision", 1);
+  const std::string fp32 = FreshDirectory("precision_fp32");
+  const std::string int8 = FreshDirectory("precision_int8");
+  const std::vector<std::string> common = {"--input-dataset", dataset.spec, "--output-dtype",
+                                           "float32"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = common;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  Embed(with({"--output-folder", fp32}));
+  Embed(with({"--output-folder", int8, "--precision", "int8"}));
+  for (auto path : {&ImageEmbeddingPath, &TextEmbeddingPath}) {
+    auto a = ReadNpyRows(path(fp32, 0));
+    auto b = ReadNpyRows(path(int8, 0));
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(a->values.size(), b->values.size());
+    ASSERT_GT(a->rows, 0);
+    const size_t dim = a->values.size() / a->rows;
+    float max_difference = 0;
+    double min_cosine = 1;
+    for (int64_t r = 0; r < a->rows; ++r) {
+      double dot = 0, na = 0, nb = 0;
+      for (size_t i = r * dim; i < (r + 1) * dim; ++i) {
+        max_difference = std::max(max_difference, std::abs(a->values[i] - b->values[i]));
+        dot += double{a->values[i]} * b->values[i];
+        na += double{a->values[i]} * a->values[i];
+        nb += double{b->values[i]} * b->values[i];
+      }
+      min_cosine = std::min(min_cosine, dot / std::sqrt(na * nb));
+    }
+    EXPECT_GT(max_difference, 0.0f);
+    EXPECT_GE(min_cosine, 0.99);
   }
 }
 

@@ -96,7 +96,7 @@ void ExpectSameServerSettings(const ServerConfig& a, const ServerConfig& b) {
 // ------------------------------------------------------------- precision --
 
 TEST(PrecisionTest, NamesRoundTripAndAliasesParse) {
-  for (Precision p : {Precision::kFp32, Precision::kFp16, Precision::kBf16}) {
+  for (Precision p : {Precision::kFp32, Precision::kFp16, Precision::kBf16, Precision::kInt8}) {
     absl::StatusOr<Precision> parsed = ParsePrecision(PrecisionName(p));
     ASSERT_TRUE(parsed.ok()) << parsed.status();
     EXPECT_EQ(*parsed, p);
@@ -107,12 +107,24 @@ TEST(PrecisionTest, NamesRoundTripAndAliasesParse) {
   EXPECT_EQ(*ParsePrecision("float16"), Precision::kFp16);
   EXPECT_EQ(*ParsePrecision("bfloat16"), Precision::kBf16);
   EXPECT_EQ(*ParsePrecision("BF16"), Precision::kBf16);
+  EXPECT_EQ(*ParsePrecision("INT8"), Precision::kInt8);
+  EXPECT_EQ(*ParsePrecision("qint8"), Precision::kInt8);
+  EXPECT_EQ(PrecisionName(Precision::kInt8), "int8");
 }
 
 TEST(PrecisionTest, UnknownNameIsInvalidArgument) {
   absl::StatusOr<Precision> parsed = ParsePrecision("fp8");
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(parsed.status().message(), "fp8")) << parsed.status();
+}
+
+TEST(PrecisionTest, Int8IsAModelSetting) {
+  absl::StatusOr<ServerConfig> config =
+      Parse("models:\n  - name: m\n    precision: int8\n  - name: n\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->models.size(), 2u);
+  EXPECT_EQ(config->models[0].precision, Precision::kInt8);
+  EXPECT_EQ(config->models[1].precision, Precision::kFp32);
 }
 
 // --------------------------------------------------------------- parsing --

@@ -1,0 +1,346 @@
+#include "model/inference_precision.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/native/quantized/PackedParams.h>
+
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "model/modified_resnet.h"
+#include "model/vision_transformer.h"
+
+namespace oclip {
+namespace {
+
+// [..., in] -> [M, in] contiguous, and the output shape [..., out].
+std::vector<int64_t> OutputShape(const torch::Tensor& x, int64_t out_features) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out_features;
+  return shape;
+}
+
+class Bf16LinearKernel : public PackedKernel {
+ public:
+  Bf16LinearKernel(const torch::Tensor& weight, const torch::Tensor& bias)
+      : weight_(weight.detach().to(torch::kBFloat16).contiguous()),
+        bias_(bias.defined() ? bias.detach().to(torch::kBFloat16) : torch::Tensor()) {}
+
+  // In LibTorch 1.13 a bf16 addmm on the CPU runs oneDNN's matmul (brgemm,
+  // AMX where present); the casts around it are elementwise and cheap next to it.
+  torch::Tensor Run(const torch::Tensor& x) const override {
+    return torch::linear(x.to(torch::kBFloat16), weight_, bias_).to(x.scalar_type());
+  }
+
+ private:
+  torch::Tensor weight_;
+  torch::Tensor bias_;
+};
+
+// Dynamic quantization, as torch.ao.quantization.quantize_dynamic: the weight is
+// int8 once, activations are quantized per call (per tensor, asymmetric uint8)
+// and the output is fp32. Per-output-channel weight scales keep each row exact
+// to within its own range.
+class Int8DynamicLinearKernel : public PackedKernel {
+ public:
+  explicit Int8DynamicLinearKernel(c10::intrusive_ptr<LinearPackedParamsBase> packed,
+                                   int64_t out_features, bool reduce_range)
+      : packed_(std::move(packed)), out_features_(out_features), reduce_range_(reduce_range) {}
+
+  torch::Tensor Run(const torch::Tensor& x) const override {
+    const torch::Tensor flat = x.reshape({-1, x.size(-1)}).to(torch::kFloat).contiguous();
+    return packed_->apply_dynamic(flat, reduce_range_)
+        .view(OutputShape(x, out_features_))
+        .to(x.scalar_type());
+  }
+
+ private:
+  c10::intrusive_ptr<LinearPackedParamsBase> packed_;
+  int64_t out_features_;
+  bool reduce_range_;
+};
+
+// A Conv2d whose stride equals its kernel and has no padding (the ViT patch
+// embedding) is a GEMM over the non-overlapping patches: unfold them with one
+// permuting copy, run the linear kernel, and hand back [N, out, g, g] as a view
+// of the row-major [N, g, g, out] result, which is what the tower flattens
+// into its tokens anyway (so that view costs nothing downstream).
+class PatchLinearKernel : public PackedKernel {
+ public:
+  PatchLinearKernel(std::shared_ptr<const PackedKernel> linear, int64_t patch)
+      : linear_(std::move(linear)), patch_(patch) {}
+
+  torch::Tensor Run(const torch::Tensor& x) const override {
+    const int64_t n = x.size(0), c = x.size(1), gh = x.size(2) / patch_, gw = x.size(3) / patch_;
+    torch::Tensor patches = x.slice(2, 0, gh * patch_)
+                                .slice(3, 0, gw * patch_)
+                                .reshape({n, c, gh, patch_, gw, patch_})
+                                .permute({0, 2, 4, 1, 3, 5})
+                                .reshape({n * gh * gw, c * patch_ * patch_});
+    torch::Tensor y = linear_->Run(patches);
+    return y.view({n, gh, gw, y.size(1)}).permute({0, 3, 1, 2});
+  }
+
+ private:
+  std::shared_ptr<const PackedKernel> linear_;
+  int64_t patch_;
+};
+
+// fp32 GEMM as the plain layer runs it (OpenBLAS in Debian's LibTorch). The
+// oneDNN fp32 inner product (at::mkldnn_linear, which needs its input in
+// oneDNN's layout and back) measured slower here: 28-43 GFLOP/s against
+// OpenBLAS's 36-54 on ViT-B-32's and the text tower's shapes, 2 threads.
+class PlainLinearKernel : public PackedKernel {
+ public:
+  PlainLinearKernel(const torch::Tensor& weight, const torch::Tensor& bias)
+      : weight_(weight.detach().contiguous()),
+        bias_(bias.defined() ? bias.detach() : torch::Tensor()) {}
+  torch::Tensor Run(const torch::Tensor& x) const override {
+    return torch::linear(x, weight_, bias_);
+  }
+
+ private:
+  torch::Tensor weight_;
+  torch::Tensor bias_;
+};
+
+// Convolution with the following eval-mode BatchNorm folded in
+// (w' = w·γ/σ, b' = β − μ·γ/σ), weights channels-last: oneDNN then runs the
+// convolution on NHWC activations without reordering them on every call, and
+// relu/add/avg_pool keep the layout, so the activations are converted once at
+// the stem.
+class ConvKernel : public PackedKernel {
+ public:
+  ConvKernel(torch::Tensor weight, torch::Tensor bias, int64_t stride, int64_t padding,
+             torch::ScalarType dtype)
+      : weight_(weight.to(dtype).contiguous(at::MemoryFormat::ChannelsLast)),
+        bias_(bias.defined() ? bias.to(dtype) : torch::Tensor()),
+        stride_(stride),
+        padding_(padding),
+        dtype_(dtype) {}
+
+  torch::Tensor Run(const torch::Tensor& x) const override {
+    return torch::conv2d(x.to(dtype_).contiguous(at::MemoryFormat::ChannelsLast), weight_, bias_,
+                         stride_, padding_);
+  }
+
+ private:
+  torch::Tensor weight_;
+  torch::Tensor bias_;
+  int64_t stride_;
+  int64_t padding_;
+  torch::ScalarType dtype_;
+};
+
+// Builds the kernels of one precision; remembers what it built.
+class KernelFactory {
+ public:
+  static absl::StatusOr<KernelFactory> Create(InferencePrecision precision) {
+    KernelFactory factory(precision);
+    if (precision == InferencePrecision::kInt8) {
+      const auto engines = at::globalContext().supportedQEngines();
+      // fbgemm is PyTorch's x86 default; Debian's LibTorch 1.13 is built
+      // without it and has oneDNN's quantized kernels instead.
+      for (at::QEngine engine : {at::QEngine::FBGEMM, at::QEngine::ONEDNN}) {
+        if (std::find(engines.begin(), engines.end(), engine) != engines.end()) {
+          factory.engine_ = engine;
+          break;
+        }
+      }
+      if (factory.engine_ == at::QEngine::NoQEngine) {
+        return absl::FailedPreconditionError(
+            "int8 inference needs LibTorch's fbgemm or oneDNN quantized engine; this "
+            "LibTorch has neither");
+      }
+    }
+    return factory;
+  }
+
+  std::shared_ptr<const PackedKernel> Linear(const torch::Tensor& weight,
+                                             const torch::Tensor& bias) {
+    ++linears_;
+    switch (precision_) {
+      case InferencePrecision::kFp32:
+        return std::make_shared<PlainLinearKernel>(weight, bias);
+      case InferencePrecision::kBf16:
+        return std::make_shared<Bf16LinearKernel>(weight, bias);
+      case InferencePrecision::kInt8:
+        break;
+    }
+    static const auto prepack =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("quantized::linear_prepack", "")
+            .typed<c10::intrusive_ptr<LinearPackedParamsBase>(at::Tensor,
+                                                              c10::optional<at::Tensor>)>();
+    const torch::Tensor w = weight.detach().to(torch::kFloat).contiguous();
+    const torch::Tensor scales =
+        (std::get<0>(w.abs().max(1)) / 127.0).clamp_min(1e-8).to(torch::kDouble);
+    const torch::Tensor qweight = at::quantize_per_channel(
+        w, scales, torch::zeros({w.size(0)}, torch::kLong), /*axis=*/0, torch::kQInt8);
+    // The prepack operator packs for the process-wide quantized engine; the
+    // packed object keeps its engine's kernels, so the setting is only needed here.
+    struct EngineScope {
+      explicit EngineScope(at::QEngine engine) : previous(at::globalContext().qEngine()) {
+        at::globalContext().setQEngine(engine);
+      }
+      ~EngineScope() { at::globalContext().setQEngine(previous); }
+      at::QEngine previous;
+    } engine_scope(engine_);
+    c10::intrusive_ptr<LinearPackedParamsBase> packed = prepack.call(
+        qweight, bias.defined() ? c10::optional<at::Tensor>(bias.detach().to(torch::kFloat))
+                                : c10::nullopt);
+    // fbgemm's AVX2 kernels can saturate with 8-bit activations; PyTorch's
+    // dynamic Linear quantizes them to 7 bits there. oneDNN needs no such range.
+    return std::make_shared<Int8DynamicLinearKernel>(std::move(packed), w.size(0),
+                                                     engine_ == at::QEngine::FBGEMM);
+  }
+
+  std::shared_ptr<const PackedKernel> PatchEmbedding(const Conv2dImpl& conv) {
+    ++convolutions_;
+    --linears_;  // Counted as a convolution.
+    const torch::Tensor weight = conv.weight.detach().reshape({conv.weight.size(0), -1});
+    return std::make_shared<PatchLinearKernel>(Linear(weight, conv.bias),
+                                               conv.weight.size(2));
+  }
+
+  std::shared_ptr<const PackedKernel> Conv(const Conv2dImpl& conv, BatchNorm2dImpl* bn) {
+    ++convolutions_;
+    torch::Tensor weight = conv.weight.detach().to(torch::kFloat);
+    torch::Tensor bias = conv.bias.defined() ? conv.bias.detach().to(torch::kFloat)
+                                             : torch::Tensor();
+    if (bn != nullptr) {
+      const torch::Tensor inv_std = torch::rsqrt(bn->running_var.detach().to(torch::kDouble) + 1e-5);
+      const torch::Tensor gamma = bn->weight.detach().to(torch::kDouble) * inv_std;
+      weight = (weight.to(torch::kDouble) * gamma.view({-1, 1, 1, 1})).to(torch::kFloat);
+      torch::Tensor shift = bn->bias.detach().to(torch::kDouble) -
+                            bn->running_mean.detach().to(torch::kDouble) * gamma;
+      if (bias.defined()) shift = shift + bias.to(torch::kDouble) * gamma;
+      bias = shift.to(torch::kFloat);
+      bn->folded_into_conv = true;
+      ++folded_;
+    }
+    return std::make_shared<ConvKernel>(
+        weight, bias, conv.stride, conv.padding,
+        precision_ == InferencePrecision::kBf16 ? torch::kBFloat16 : torch::kFloat);
+  }
+
+  PreparedKernels Summary() const {
+    PreparedKernels summary;
+    summary.precision = precision_;
+    switch (precision_) {
+      case InferencePrecision::kFp32:
+        summary.linear_kernel = "aten_linear_fp32";
+        break;
+      case InferencePrecision::kBf16:
+        summary.linear_kernel = "aten_linear_bf16_onednn";
+        break;
+      case InferencePrecision::kInt8:
+        summary.linear_kernel = absl::StrCat(
+            engine_ == at::QEngine::FBGEMM ? "fbgemm" : "onednn", "_dynamic_int8_per_channel");
+        break;
+    }
+    summary.conv_kernel = precision_ == InferencePrecision::kBf16
+                              ? "conv2d_bf16_channels_last_bn_folded"
+                              : "conv2d_fp32_channels_last_bn_folded";
+    summary.linears = linears_;
+    summary.convolutions = convolutions_;
+    summary.folded_batch_norms = folded_;
+    return summary;
+  }
+
+ private:
+  explicit KernelFactory(InferencePrecision precision) : precision_(precision) {}
+
+  InferencePrecision precision_;
+  at::QEngine engine_ = at::QEngine::NoQEngine;
+  int64_t linears_ = 0;
+  int64_t convolutions_ = 0;
+  int64_t folded_ = 0;
+};
+
+void PrepareResNet(ModifiedResNetImpl& resnet, KernelFactory& factory) {
+  resnet.conv1->packed = factory.Conv(*resnet.conv1, resnet.bn1.get());
+  resnet.conv2->packed = factory.Conv(*resnet.conv2, resnet.bn2.get());
+  resnet.conv3->packed = factory.Conv(*resnet.conv3, resnet.bn3.get());
+  for (auto& stage : resnet.stages) {
+    for (auto& block : stage) {
+      block->conv1->packed = factory.Conv(*block->conv1, block->bn1.get());
+      block->conv2->packed = factory.Conv(*block->conv2, block->bn2.get());
+      block->conv3->packed = factory.Conv(*block->conv3, block->bn3.get());
+      if (block->downsample) {
+        block->downsample->conv->packed =
+            factory.Conv(*block->downsample->conv, block->downsample->bn.get());
+      }
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<InferencePrecision> ParseInferencePrecision(absl::string_view name) {
+  const std::string lower = absl::AsciiStrToLower(name);
+  if (lower == "fp32" || lower == "float32") return InferencePrecision::kFp32;
+  if (lower == "bf16" || lower == "bfloat16") return InferencePrecision::kBf16;
+  if (lower == "int8" || lower == "qint8") return InferencePrecision::kInt8;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown inference precision '", name, "'; expected fp32, bf16 or int8"));
+}
+
+absl::string_view InferencePrecisionName(InferencePrecision precision) {
+  switch (precision) {
+    case InferencePrecision::kFp32:
+      return "fp32";
+    case InferencePrecision::kBf16:
+      return "bf16";
+    case InferencePrecision::kInt8:
+      return "int8";
+  }
+  return "fp32";
+}
+
+absl::StatusOr<PreparedKernels> PrepareForInference(ClipModel& model,
+                                                    InferencePrecision precision) {
+  if (!model.device().is_cpu()) {
+    return absl::FailedPreconditionError(
+        "PrepareForInference prepares CPU kernels; the model is on " + model.device().str());
+  }
+  if (model.logit_scale().scalar_type() != torch::kFloat) {
+    return absl::FailedPreconditionError(
+        "PrepareForInference needs the model's fp32 weights to convert from");
+  }
+  if (model.is_training()) {
+    return absl::FailedPreconditionError(
+        "PrepareForInference needs a model in eval mode (BatchNorm is folded with its "
+        "running statistics)");
+  }
+  OCLIP_ASSIGN_OR_RETURN(KernelFactory factory, KernelFactory::Create(precision));
+  try {
+    torch::NoGradGuard no_grad;
+    for (const std::shared_ptr<torch::nn::Module>& module : model.modules(/*include_self=*/false)) {
+      if (auto* vit = dynamic_cast<VisionTransformerImpl*>(module.get())) {
+        const Conv2dImpl& conv = *vit->conv1;
+        if (conv.stride == conv.weight.size(2) && conv.padding == 0 &&
+            conv.weight.size(2) == conv.weight.size(3)) {
+          vit->conv1->packed = factory.PatchEmbedding(conv);
+        }
+      } else if (auto* resnet = dynamic_cast<ModifiedResNetImpl*>(module.get())) {
+        PrepareResNet(*resnet, factory);
+      } else if (precision == InferencePrecision::kFp32) {
+        continue;  // The plain fp32 Linear is already the fastest kernel here.
+      } else if (auto* attention = dynamic_cast<MultiheadAttentionImpl*>(module.get())) {
+        attention->packed_in_proj =
+            factory.Linear(attention->in_proj_weight, attention->in_proj_bias);
+      } else if (auto* linear = dynamic_cast<LinearImpl*>(module.get())) {
+        linear->packed = factory.Linear(linear->weight, linear->bias);
+      }
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("preparing the model for ",
+                                            InferencePrecisionName(precision),
+                                            " inference failed: ", e.what_without_backtrace()));
+  }
+  return factory.Summary();
+}
+
+}  // namespace oclip

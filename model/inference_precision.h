@@ -1,0 +1,64 @@
+// Precision modes for CPU inference, and the one-time preparation of a loaded
+// model for them: weights are converted once into the form the fast kernels
+// want (oneDNN/bf16 copies, int8 packed matrices, BatchNorm folded into the
+// convolution before it) and installed as layers.h PackedKernels, which the
+// forward passes use under InferenceMode only.
+//
+//   fp32  exact math (within 1e-4 of OpenCLIP): BatchNorm folded into the
+//         ResNet convolutions, channels-last convolution weights, the ViT patch
+//         embedding as one GEMM over the unfolded patches. Linears keep
+//         LibTorch's fp32 GEMM (faster here than oneDNN's fp32 inner product).
+//   bf16  every Linear, the attention's packed in_proj and every convolution in
+//         bfloat16 (oneDNN; AMX where the CPU has it), fp32 in between
+//         (LayerNorm, softmax, residuals): feature cosine >= 0.999 to fp32.
+//   int8  dynamic quantization of every Linear, the packed in_proj and the ViT
+//         patch embedding: int8 weights (per output channel, symmetric), int8
+//         activations quantized per call, fp32 out (PyTorch's
+//         quantized::linear_dynamic, on the quantized engine this LibTorch
+//         has: oneDNN, or fbgemm where built). Convolutions of the ResNet stay
+//         as fp32 (LibTorch 1.13 has no dynamic int8 convolution).
+//
+// Contract: call PrepareForInference once, after the weights are loaded, on a
+// model in eval mode on the CPU in fp32, before serving it; it mutates the
+// modules (not thread-safe), and afterwards concurrent forwards under
+// InferenceMode are safe. Training (autograd on) ignores the prepared kernels;
+// the prepared weights are copies, so loading new weights afterwards needs a
+// new PrepareForInference call.
+
+#ifndef OCLIP_MODEL_INFERENCE_PRECISION_H_
+#define OCLIP_MODEL_INFERENCE_PRECISION_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "model/clip_model.h"
+
+namespace oclip {
+
+enum class InferencePrecision { kFp32, kBf16, kInt8 };
+
+// "fp32" | "bf16" | "int8" (also "float32", "bfloat16", "qint8"); case is
+// ignored. INVALID_ARGUMENT otherwise, naming the accepted values.
+absl::StatusOr<InferencePrecision> ParseInferencePrecision(absl::string_view name);
+absl::string_view InferencePrecisionName(InferencePrecision precision);
+
+// What PrepareForInference installed, for benchmarks and logs.
+struct PreparedKernels {
+  InferencePrecision precision = InferencePrecision::kFp32;
+  std::string linear_kernel;  // e.g. "aten_linear_fp32", "onednn_dynamic_int8"
+  std::string conv_kernel;    // e.g. "conv2d_fp32_channels_last_bn_folded"
+  int64_t linears = 0;        // Linear layers and packed in_proj given a kernel
+  int64_t convolutions = 0;   // convolutions given a kernel (patch embedding included)
+  int64_t folded_batch_norms = 0;
+};
+
+// FAILED_PRECONDITION if the model is not on the CPU, not fp32, in training
+// mode, or the int8 path is asked for on a LibTorch without a quantized
+// engine; INTERNAL if LibTorch fails while converting.
+absl::StatusOr<PreparedKernels> PrepareForInference(ClipModel& model,
+                                                    InferencePrecision precision);
+
+}  // namespace oclip
+
+#endif  // OCLIP_MODEL_INFERENCE_PRECISION_H_

@@ -1,0 +1,151 @@
+// The CPU inference precisions (model/inference_precision.h) against Python
+// OpenCLIP's features on the tiny fixtures: the prepared fp32 path stays within
+// the parity tolerance, bf16 and int8 within their stated feature cosines.
+
+#include "model/inference_precision.h"
+
+#include <gtest/gtest.h>
+
+#include <cctype>
+
+#include "tests/model/parity.h"
+
+namespace oclip::testing {
+namespace {
+
+// Smallest cosine similarity between corresponding rows.
+double MinRowCosine(const torch::Tensor& actual, const torch::Tensor& expected) {
+  return torch::cosine_similarity(actual.to(torch::kDouble), expected.to(torch::kDouble), 1)
+      .min()
+      .item<double>();
+}
+
+struct Features {
+  torch::Tensor image;
+  torch::Tensor text;
+};
+
+Features Encode(ClipModel& model, const std::string& name) {
+  torch::InferenceMode inference;
+  const std::string expected = name + ".expected.safetensors";
+  auto image = model.EncodeImage(LoadReferenceTensor(expected, "images"));
+  EXPECT_TRUE(image.ok()) << image.status();
+  auto text = model.EncodeText(FixtureTokens(name));
+  EXPECT_TRUE(text.ok()) << text.status();
+  return {image.ok() ? *image : torch::Tensor(), text.ok() ? *text : torch::Tensor()};
+}
+
+std::shared_ptr<ClipModel> LoadPrepared(const std::string& name, InferencePrecision precision,
+                                        PreparedKernels* kernels = nullptr) {
+  std::shared_ptr<ClipModel> model = LoadFixtureModel(name);
+  if (model == nullptr) return nullptr;
+  absl::StatusOr<PreparedKernels> prepared = PrepareForInference(*model, precision);
+  EXPECT_TRUE(prepared.ok()) << prepared.status();
+  if (!prepared.ok()) return nullptr;
+  if (kernels != nullptr) *kernels = *prepared;
+  return model;
+}
+
+class PrecisionParityTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PrecisionParityTest, Fp32WithinParityTolerance) {
+  const std::string name = GetParam();
+  PreparedKernels kernels;
+  auto model = LoadPrepared(name, InferencePrecision::kFp32, &kernels);
+  ASSERT_NE(model, nullptr);
+  EXPECT_GT(kernels.convolutions, 0);  // The patch embedding or the ResNet's.
+  const Features features = Encode(*model, name);
+  const std::string expected = name + ".expected.safetensors";
+  const double image_error =
+      RelativeError(features.image, LoadReferenceTensor(expected, "image_features"));
+  const double text_error =
+      RelativeError(features.text, LoadReferenceTensor(expected, "text_features"));
+  EXPECT_LT(image_error, kParityTolerance);
+  EXPECT_LT(text_error, kParityTolerance);
+  std::cout << "[ fp32     ] " << name << " relative error image " << image_error << " text "
+            << text_error << "\n";
+}
+
+void ExpectCosines(const std::string& name, InferencePrecision precision, double min_cosine) {
+  auto model = LoadPrepared(name, precision);
+  ASSERT_NE(model, nullptr);
+  const Features features = Encode(*model, name);
+  const std::string expected_file = name + ".expected.safetensors";
+  const torch::Tensor expected_image = LoadReferenceTensor(expected_file, "image_features");
+  const torch::Tensor expected_text = LoadReferenceTensor(expected_file, "text_features");
+  const double image_cosine = MinRowCosine(features.image, expected_image);
+  const double text_cosine = MinRowCosine(features.text, expected_text);
+  EXPECT_GE(image_cosine, min_cosine);
+  EXPECT_GE(text_cosine, min_cosine);
+  // Reduced precision must actually have run: the exact fp32 math would agree
+  // with the reference to float rounding.
+  EXPECT_GT(RelativeError(features.image, expected_image), 1e-4);
+  EXPECT_GT(RelativeError(features.text, expected_text), 1e-4);
+  std::cout << "[ " << InferencePrecisionName(precision) << "     ] " << name
+            << " min row cosine image " << image_cosine << " text " << text_cosine << "\n";
+}
+
+TEST_P(PrecisionParityTest, Bf16CosineAtLeast0999) {
+  ExpectCosines(GetParam(), InferencePrecision::kBf16, 0.999);
+}
+
+TEST_P(PrecisionParityTest, Int8CosineAtLeast099) {
+  ExpectCosines(GetParam(), InferencePrecision::kInt8, 0.99);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, PrecisionParityTest,
+                         ::testing::Values("tiny-vit", "tiny-vit-quickgelu", "tiny-rn",
+                                           "hf/tiny-roberta-vit"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           for (char& c : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           }
+                           return name;
+                         });
+
+TEST(InferencePrecisionTest, TrainingIgnoresPreparedKernels) {
+  // With autograd on (training), the plain weights run: the int8 kernels and
+  // the folded BatchNorm must not leak into it.
+  for (const std::string name : {"tiny-vit", "tiny-rn"}) {
+    auto model = LoadPrepared(name, InferencePrecision::kInt8);
+    ASSERT_NE(model, nullptr);
+    const std::string expected = name + ".expected.safetensors";
+    torch::Tensor features = model->ImageForward(LoadReferenceTensor(expected, "images"));
+    EXPECT_TRUE(features.requires_grad());
+    EXPECT_LT(RelativeError(features, LoadReferenceTensor(expected, "image_features")),
+              kParityTolerance)
+        << name;
+  }
+}
+
+TEST(InferencePrecisionTest, CountsWhatItPrepared) {
+  PreparedKernels kernels;
+  ASSERT_NE(LoadPrepared("tiny-rn", InferencePrecision::kInt8, &kernels), nullptr);
+  // tiny-rn: 3 stem convolutions + 3 per bottleneck + downsamples, each with
+  // its BatchNorm; the attention pool's q/k/v/c_proj and the text tower's
+  // in_proj/out_proj/c_fc/c_proj per block.
+  EXPECT_EQ(kernels.folded_batch_norms, kernels.convolutions);
+  EXPECT_GT(kernels.linears, 4);
+  EXPECT_NE(kernels.linear_kernel.find("int8"), std::string::npos);
+}
+
+TEST(InferencePrecisionTest, RefusesTrainingMode) {
+  auto model = LoadFixtureModel("tiny-vit");
+  ASSERT_NE(model, nullptr);
+  model->train();
+  EXPECT_EQ(PrepareForInference(*model, InferencePrecision::kInt8).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(InferencePrecisionTest, ParsesNames) {
+  EXPECT_EQ(*ParseInferencePrecision("fp32"), InferencePrecision::kFp32);
+  EXPECT_EQ(*ParseInferencePrecision("BF16"), InferencePrecision::kBf16);
+  EXPECT_EQ(*ParseInferencePrecision("bfloat16"), InferencePrecision::kBf16);
+  EXPECT_EQ(*ParseInferencePrecision("int8"), InferencePrecision::kInt8);
+  EXPECT_EQ(ParseInferencePrecision("fp8").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(InferencePrecisionName(InferencePrecision::kInt8), "int8");
+}
+
+}  // namespace
+}  // namespace oclip::testing
