@@ -206,7 +206,8 @@ TEST(CheckpointTest, ResizesTheImagePositionalEmbeddingToTheModelGrid) {
   ASSERT_TRUE(model.ok());
   ASSERT_TRUE(LoadCheckpoint(**model, ReferencePath("tiny-vit.safetensors")).ok());
   torch::Tensor original = LoadReferenceTensor("tiny-vit.safetensors", "visual.positional_embedding");
-  const torch::Tensor& resized = *(*model)->named_parameters().find("visual.positional_embedding");
+  // A copy: named_parameters() returns a temporary dict.
+  const torch::Tensor resized = *(*model)->named_parameters().find("visual.positional_embedding");
   ASSERT_EQ(resized.sizes(), (std::vector<int64_t>{37, 128}));
   EXPECT_TRUE(torch::equal(resized[0], original[0])) << "the class token is kept as is";
   // A constant grid stays constant under any interpolation.

@@ -496,9 +496,11 @@ TEST_F(RewrittenArchiveTest, UnchangedRecordsStillLoad) {
 // them from the zip directory first.
 TEST_F(RewrittenArchiveTest, BadVersionRecordIsDataLossBeforeLibTorch) {
   const std::string original = ReadFileBytes(Write("versioned.bin"));
+  // The archive's folder is the file's base name (TempPath's prefix too).
+  const std::string record = "torch_archive_test_versioned/version";
   // The version record's data follows its local header ("PK\3\4", 30
   // bytes, name, extra field).
-  const size_t name_at = original.find("versioned/version");
+  const size_t name_at = original.find(record);
   ASSERT_NE(name_at, std::string::npos);
   const size_t header = name_at - 30;
   ASSERT_EQ(original.compare(header, 4, "PK\x03\x04"), 0);
@@ -520,9 +522,9 @@ TEST_F(RewrittenArchiveTest, BadVersionRecordIsDataLossBeforeLibTorch) {
   }
   // No version record at all (renamed in the local and central headers).
   std::string renamed = original;
-  for (size_t at = renamed.find("versioned/version"); at != std::string::npos;
-       at = renamed.find("versioned/version", at + 1)) {
-    renamed[at + 16] = 'X';
+  for (size_t at = renamed.find(record); at != std::string::npos;
+       at = renamed.find(record, at + 1)) {
+    renamed[at + record.size() - 1] = 'X';
   }
   const std::string path = TempPath("versioned.bin");
   WriteFileBytes(path, renamed);
@@ -540,7 +542,8 @@ TEST_F(RewrittenArchiveTest, ImpossibleRecordSizeIsDataLoss) {
   size_t entry = std::string::npos;
   for (size_t at = bytes.find("PK\x01\x02"); at != std::string::npos;
        at = bytes.find("PK\x01\x02", at + 1)) {
-    if (bytes.compare(at + 46, 14, "sized/data.pkl") == 0) entry = at;
+    const std::string name = "torch_archive_test_sized/data.pkl";  // TempPath's base name.
+    if (bytes.compare(at + 46, name.size(), name) == 0) entry = at;
   }
   ASSERT_NE(entry, std::string::npos);
   bytes.replace(entry + 24, 4, std::string("\x00\x00\x00\xf0", 4));
