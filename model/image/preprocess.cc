@@ -58,6 +58,25 @@ absl::Status Apply(ImageRef& image, const std::string& what, Op op) {
   return absl::OkStatus();
 }
 
+// Runs the decode and copies the pixels out, `bytes_per_pixel` bytes each
+// (held as that many 8-bit "bands").
+absl::StatusOr<Image8> ReadPixels(ImageRef& image, int bytes_per_pixel) {
+  Image8 out;
+  out.width = vips_image_get_width(image.get());
+  out.height = vips_image_get_height(image.get());
+  out.bands = bytes_per_pixel;
+  size_t bytes = 0;
+  void* pixels = vips_image_write_to_memory(image.get(), &bytes);
+  if (pixels == nullptr) return VipsError("decode");
+  const uint8_t* begin = static_cast<const uint8_t*>(pixels);
+  out.pixels.assign(begin, begin + bytes);
+  g_free(pixels);
+  if (bytes != static_cast<size_t>(out.width) * out.height * out.bands) {
+    return absl::InternalError("decoded image has an unexpected size");
+  }
+  return out;
+}
+
 // Decoded pixels as PIL holds them: 8-bit L, LA, RGB or RGBA.
 absl::StatusOr<Image8> ToImage8(ImageRef& image) {
   const VipsInterpretation interpretation = vips_image_get_interpretation(image.get());
@@ -77,20 +96,7 @@ absl::StatusOr<Image8> ToImage8(ImageRef& image) {
       return vips_extract_band(in, o, 0, "n", 4, nullptr);
     }));
   }
-  Image8 out;
-  out.width = vips_image_get_width(image.get());
-  out.height = vips_image_get_height(image.get());
-  out.bands = vips_image_get_bands(image.get());
-  size_t bytes = 0;
-  void* pixels = vips_image_write_to_memory(image.get(), &bytes);
-  if (pixels == nullptr) return VipsError("decode");
-  const uint8_t* begin = static_cast<const uint8_t*>(pixels);
-  out.pixels.assign(begin, begin + bytes);
-  g_free(pixels);
-  if (bytes != static_cast<size_t>(out.width) * out.height * out.bands) {
-    return absl::InternalError("decoded image has an unexpected size");
-  }
-  return out;
+  return ReadPixels(image, vips_image_get_bands(image.get()));
 }
 
 absl::Status CheckPixelLimit(ImageRef& image, const PreprocessOptions& options) {
@@ -174,21 +180,8 @@ std::optional<int> GifTransparentIndex(absl::string_view gif) {
 
 // A 16-bit grey PNG as PIL holds it ("I"): the uint16 values, 2 bytes each.
 absl::StatusOr<DecodedImage> DecodeGrey16(ImageRef& image) {
-  DecodedImage out;
-  out.mode = PilMode::kInt32;
-  out.pixels.width = vips_image_get_width(image.get());
-  out.pixels.height = vips_image_get_height(image.get());
-  out.pixels.bands = 2;
-  size_t bytes = 0;
-  void* pixels = vips_image_write_to_memory(image.get(), &bytes);
-  if (pixels == nullptr) return VipsError("decode");
-  const uint8_t* begin = static_cast<const uint8_t*>(pixels);
-  out.pixels.pixels.assign(begin, begin + bytes);
-  g_free(pixels);
-  if (bytes != static_cast<size_t>(out.pixels.width) * out.pixels.height * 2) {
-    return absl::InternalError("decoded image has an unexpected size");
-  }
-  return out;
+  OCLIP_ASSIGN_OR_RETURN(Image8 pixels, ReadPixels(image, sizeof(uint16_t)));
+  return DecodedImage{std::move(pixels), PilMode::kInt32};
 }
 
 // A GIF's first frame as PIL holds it: "P", or "L" when the palette is the
