@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "model/tokenizer/tokenizer.h"
 #include "tests/fuzz/fuzz_target.h"
 
 namespace oclip::fuzz {
@@ -36,6 +37,15 @@ const std::string& WriteScratchFile(const uint8_t* data, size_t size) {
   out.close();
   if (!out) CheckFailed(__FILE__, __LINE__, "writing the scratch file");
   return *path;
+}
+
+std::vector<int64_t> TokenizeChecked(const Tokenizer& tokenizer, const uint8_t* data,
+                                     size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  std::vector<int64_t> ids = tokenizer.Tokenize({text});
+  OCLIP_FUZZ_CHECK(static_cast<int>(ids.size()) == tokenizer.context_length());
+  for (int64_t id : ids) OCLIP_FUZZ_CHECK(id >= 0 && id < tokenizer.vocab_size());
+  return ids;
 }
 
 void CheckFailed(const char* file, int line, const char* condition) {

@@ -15,6 +15,11 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
+
+namespace oclip {
+class Tokenizer;
+}  // namespace oclip
 
 namespace oclip::fuzz {
 
@@ -32,6 +37,11 @@ std::string ReferenceFile(const std::string& relative);
 // its path: for readers that take a path (safetensors, checkpoints, tar
 // shards, CSV files).
 const std::string& WriteScratchFile(const uint8_t* data, size_t size);
+
+// Tokenizes the input as one text and checks what every tokenizer promises:
+// one row of context_length() ids, each in [0, vocab_size()). Returns them.
+std::vector<int64_t> TokenizeChecked(const Tokenizer& tokenizer, const uint8_t* data,
+                                     size_t size);
 
 [[noreturn]] void CheckFailed(const char* file, int line, const char* condition);
 
