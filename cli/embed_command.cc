@@ -63,6 +63,10 @@ absl::Status Embed(const EmbedFlags& flags) {
   if (!precision.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--precision: ", precision.status().message()));
   }
+  if (absl::Status on_cpu = CheckPrecisionOnDevice(*precision, torch::Device(torch::kCPU));
+      !on_cpu.ok()) {
+    return absl::Status(on_cpu.code(), absl::StrCat("--precision: ", on_cpu.message()));
+  }
   EmbedJobOptions options;
   options.input_dataset = flags.input_dataset;
   // clip-retrieval calls an image folder "files".

@@ -108,7 +108,7 @@ absl::StatusOr<ServerConfig> BuildConfig(const ServeFlags& flags) {
     model.tokenizer = flags.tokenizer;
     model.name = !flags.name.empty() ? flags.name : DefaultModelName(flags.model);
     if (!flags.devices.empty()) model.devices = flags.devices;
-    OCLIP_ASSIGN_OR_RETURN(model.precision, ParsePrecision(flags.precision));
+    OCLIP_ASSIGN_OR_RETURN(model.precision, ParseInferencePrecision(flags.precision));
     model.max_batch_size = static_cast<int>(flags.max_batch_size);
     OCLIP_ASSIGN_OR_RETURN(model.max_queue_delay,
                            ParseDurationFlag("max-queue-delay", flags.max_queue_delay));

@@ -5,7 +5,6 @@
 
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "model/modified_resnet.h"
@@ -162,6 +161,7 @@ class KernelFactory {
     ++linears_;
     switch (precision_) {
       case InferencePrecision::kFp32:
+      case InferencePrecision::kFp16:  // refused before a factory exists
         return std::make_shared<PlainLinearKernel>(weight, bias);
       case InferencePrecision::kBf16:
         return std::make_shared<Bf16LinearKernel>(weight, bias);
@@ -230,6 +230,7 @@ class KernelFactory {
     summary.precision = precision_;
     switch (precision_) {
       case InferencePrecision::kFp32:
+      case InferencePrecision::kFp16:
         summary.linear_kernel = "aten_linear_fp32";
         break;
       case InferencePrecision::kBf16:
@@ -278,25 +279,28 @@ void PrepareResNet(ModifiedResNetImpl& resnet, KernelFactory& factory) {
 
 }  // namespace
 
-absl::StatusOr<InferencePrecision> ParseInferencePrecision(absl::string_view name) {
-  const std::string lower = absl::AsciiStrToLower(name);
-  if (lower == "fp32" || lower == "float32") return InferencePrecision::kFp32;
-  if (lower == "bf16" || lower == "bfloat16") return InferencePrecision::kBf16;
-  if (lower == "int8" || lower == "qint8") return InferencePrecision::kInt8;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown inference precision '", name, "'; expected fp32, bf16 or int8"));
+absl::Status CheckPrecisionOnDevice(InferencePrecision precision, const torch::Device& device) {
+  if (precision == InferencePrecision::kFp16 && device.is_cpu()) {
+    return absl::FailedPreconditionError("fp16 needs a CUDA device; use fp32, bf16 or int8 on cpu");
+  }
+  if (precision == InferencePrecision::kInt8 && !device.is_cpu()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("int8 runs on cpu only; use fp16 or bf16 on ", device.str()));
+  }
+  return absl::OkStatus();
 }
 
-absl::string_view InferencePrecisionName(InferencePrecision precision) {
+torch::ScalarType CudaWeightType(InferencePrecision precision) {
   switch (precision) {
-    case InferencePrecision::kFp32:
-      return "fp32";
+    case InferencePrecision::kFp16:
+      return torch::kHalf;
     case InferencePrecision::kBf16:
-      return "bf16";
+      return torch::kBFloat16;
+    case InferencePrecision::kFp32:
     case InferencePrecision::kInt8:
-      return "int8";
+      break;
   }
-  return "fp32";
+  return torch::kFloat;
 }
 
 absl::StatusOr<PreparedKernels> PrepareForInference(ClipModel& model,
@@ -314,6 +318,7 @@ absl::StatusOr<PreparedKernels> PrepareForInference(ClipModel& model,
         "PrepareForInference needs a model in eval mode (BatchNorm is folded with its "
         "running statistics)");
   }
+  OCLIP_RETURN_IF_ERROR(CheckPrecisionOnDevice(precision, torch::Device(torch::kCPU)));
   OCLIP_ASSIGN_OR_RETURN(KernelFactory factory, KernelFactory::Create(precision));
   try {
     torch::NoGradGuard no_grad;

@@ -1,8 +1,11 @@
-// Precision modes for CPU inference, and the one-time preparation of a loaded
-// model for them: weights are converted once into the form the fast kernels
-// want (oneDNN/bf16 copies, int8 packed matrices, BatchNorm folded into the
-// convolution before it) and installed as layers.h PackedKernels, which the
-// forward passes use under InferenceMode only.
+// What each precision (model/precision.h) means on a device, and for the CPU
+// the one-time preparation of a loaded model for it. On a CUDA device the
+// weights and activations are simply cast (fp32, fp16, bf16). On the CPU the
+// model keeps its fp32 weights and the precision is a set of prepared kernels:
+// weights are converted once into the form the fast kernels want (oneDNN/bf16
+// copies, int8 packed matrices, BatchNorm folded into the convolution before
+// it) and installed as layers.h PackedKernels, which the forward passes use
+// under InferenceMode only.
 //
 //   fp32  exact math (within 1e-4 of OpenCLIP): BatchNorm folded into the
 //         ResNet convolutions, channels-last convolution weights, the ViT patch
@@ -17,6 +20,7 @@
 //         quantized::linear_dynamic, on the quantized engine this LibTorch
 //         has: oneDNN, or fbgemm where built). Convolutions of the ResNet stay
 //         as fp32 (LibTorch 1.13 has no dynamic int8 convolution).
+//   fp16  CUDA only: the CPU has no fast fp16 GEMM. (int8 is CPU only.)
 //
 // Contract: call PrepareForInference once, after the weights are loaded, on a
 // model in eval mode on the CPU in fp32, before serving it; it mutates the
@@ -30,18 +34,20 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "model/clip_model.h"
+#include "model/precision.h"
 
 namespace oclip {
 
-enum class InferencePrecision { kFp32, kBf16, kInt8 };
+// FAILED_PRECONDITION, saying what to use instead, where `device` cannot run
+// `precision` (fp16 on the CPU, int8 on CUDA). Cheap: check before loading.
+absl::Status CheckPrecisionOnDevice(InferencePrecision precision, const torch::Device& device);
 
-// "fp32" | "bf16" | "int8" (also "float32", "bfloat16", "qint8"); case is
-// ignored. INVALID_ARGUMENT otherwise, naming the accepted values.
-absl::StatusOr<InferencePrecision> ParseInferencePrecision(absl::string_view name);
-absl::string_view InferencePrecisionName(InferencePrecision precision);
+// The dtype a model's weights are cast to on a CUDA device.
+torch::ScalarType CudaWeightType(InferencePrecision precision);
 
 // What PrepareForInference installed, for benchmarks and logs.
 struct PreparedKernels {
@@ -54,8 +60,8 @@ struct PreparedKernels {
 };
 
 // FAILED_PRECONDITION if the model is not on the CPU, not fp32, in training
-// mode, or the int8 path is asked for on a LibTorch without a quantized
-// engine; INTERNAL if LibTorch fails while converting.
+// mode, the precision is fp16, or the int8 path is asked for on a LibTorch
+// without a quantized engine; INTERNAL if LibTorch fails while converting.
 absl::StatusOr<PreparedKernels> PrepareForInference(ClipModel& model,
                                                     InferencePrecision precision);
 

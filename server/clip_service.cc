@@ -849,7 +849,7 @@ grpc::ServerUnaryReactor* ClipService::ListModels(grpc::CallbackServerContext* c
     info->set_architecture(entry.config->model);
     info->set_pretrained(entry.config->pretrained);
     for (const std::string& device : entry.config->devices) info->add_devices(device);
-    info->set_precision(std::string(PrecisionName(entry.config->precision)));
+    info->set_precision(std::string(InferencePrecisionName(entry.config->precision)));
     info->set_max_batch_size(entry.config->max_batch_size);
     info->set_is_default(entry.is_default);
     info->set_ready(entry.model != nullptr);

@@ -18,37 +18,6 @@
 namespace oclip {
 namespace {
 
-// The dtype the weights are cast to on a CUDA device.
-torch::ScalarType ToScalarType(Precision precision) {
-  switch (precision) {
-    case Precision::kFp16:
-      return torch::kHalf;
-    case Precision::kBf16:
-      return torch::kBFloat16;
-    case Precision::kFp32:
-    case Precision::kInt8:
-      break;
-  }
-  return torch::kFloat;
-}
-
-// On the CPU the weights stay fp32 and the precision is a set of prepared
-// kernels (model/inference_precision.h); fp16 has none there.
-absl::StatusOr<InferencePrecision> CpuPrecision(const ModelServingConfig& config) {
-  switch (config.precision) {
-    case Precision::kFp32:
-      return InferencePrecision::kFp32;
-    case Precision::kBf16:
-      return InferencePrecision::kBf16;
-    case Precision::kInt8:
-      return InferencePrecision::kInt8;
-    case Precision::kFp16:
-      break;
-  }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "model ", config.name, ": fp16 needs a CUDA device; use fp32, bf16 or int8 on cpu"));
-}
-
 const char* LaneName(int lane) { return lane == static_cast<int>(Lane::kImages) ? "image" : "text"; }
 
 double SecondsSince(absl::Time start) { return absl::ToDoubleSeconds(absl::Now() - start); }
@@ -96,13 +65,13 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const ModelServin
                                                                int classifier_cache_size,
                                                                ServingMetrics* metrics) {
   std::unique_ptr<ServedModel> served(new ServedModel(config, classifier_cache_size, metrics));
-  const torch::ScalarType dtype = ToScalarType(config.precision);
+  const torch::ScalarType dtype = CudaWeightType(config.precision);
   for (const std::string& device_name : config.devices) {
     OCLIP_ASSIGN_OR_RETURN(torch::Device device, ParseServingDevice(device_name));
-    if (device.is_cpu()) OCLIP_RETURN_IF_ERROR(CpuPrecision(config).status());
-    if (config.precision == Precision::kInt8 && !device.is_cpu()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "model ", config.name, ": int8 runs on cpu only; use fp16 or bf16 on ", device_name));
+    if (absl::Status supported = CheckPrecisionOnDevice(config.precision, device);
+        !supported.ok()) {
+      return absl::Status(supported.code(),
+                          absl::StrCat("model ", config.name, ": ", supported.message()));
     }
     LoadModelOptions options;
     options.model = config.model;
@@ -110,7 +79,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const ModelServin
     options.seed = config.seed;
     OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> replica, LoadModel(options));
     if (device.is_cpu()) {
-      OCLIP_ASSIGN_OR_RETURN(InferencePrecision precision, CpuPrecision(config));
+      const InferencePrecision precision = config.precision;
       absl::StatusOr<PreparedKernels> prepared = PrepareForInference(*replica, precision);
       if (!prepared.ok()) {
         return absl::Status(prepared.status().code(),

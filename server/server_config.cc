@@ -596,11 +596,11 @@ class ConfigReader {
     };
   }
 
-  FieldReader PrecisionField(Precision* out) {
+  FieldReader PrecisionField(InferencePrecision* out) {
     return [this, out](const YAML::Node& node, const std::string& path) -> absl::Status {
       std::string text;
       OCLIP_RETURN_IF_ERROR(ScalarText(node, path, "fp32, fp16, bf16 or int8", &text));
-      absl::StatusOr<Precision> precision = ParsePrecision(text);
+      absl::StatusOr<InferencePrecision> precision = ParseInferencePrecision(text);
       if (!precision.ok()) return ErrorAt(node, path, precision.status().message());
       *out = *precision;
       return absl::OkStatus();
@@ -810,31 +810,6 @@ absl::StatusOr<ServerConfig> ParseTree(absl::string_view yaml_text, ConfigReader
 #undef OCLIP_CONFIG_CHECK_
 
 }  // namespace
-
-absl::StatusOr<Precision> ParsePrecision(absl::string_view name) {
-  const std::string lower = absl::AsciiStrToLower(name);
-  if (lower == "fp32" || lower == "float32") return Precision::kFp32;
-  if (lower == "fp16" || lower == "float16") return Precision::kFp16;
-  if (lower == "bf16" || lower == "bfloat16") return Precision::kBf16;
-  if (lower == "int8" || lower == "qint8") return Precision::kInt8;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown precision '", name,
-      "'; expected fp32, fp16, bf16 or int8 (or float32, float16, bfloat16, qint8)"));
-}
-
-absl::string_view PrecisionName(Precision precision) {
-  switch (precision) {
-    case Precision::kFp32:
-      return "fp32";
-    case Precision::kFp16:
-      return "fp16";
-    case Precision::kBf16:
-      return "bf16";
-    case Precision::kInt8:
-      return "int8";
-  }
-  return "unknown";
-}
 
 absl::StatusOr<ServerConfig> ParseServerConfig(absl::string_view yaml_text,
                                                absl::string_view source_name) {

@@ -49,21 +49,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "model/precision.h"
 
 namespace oclip {
-
-// The precision a model runs in. On CUDA the weights and activations are cast
-// to it (fp32, fp16, bf16). On the CPU the model keeps its fp32 weights and is
-// prepared with model/inference_precision.h (fp32, bf16, int8: oneDNN bf16
-// GEMMs, dynamically quantized int8 Linears); fp16 is CUDA only, int8 CPU only.
-enum class Precision { kFp32, kFp16, kBf16, kInt8 };
-
-// "fp32" | "fp16" | "bf16" | "int8", also "float32" | "float16" | "bfloat16" |
-// "qint8"; case is ignored. INVALID_ARGUMENT (listing the accepted names)
-// otherwise.
-absl::StatusOr<Precision> ParsePrecision(absl::string_view name);
-// The short name: "fp32", "fp16", "bf16" or "int8".
-absl::string_view PrecisionName(Precision precision);
 
 // One served model: which weights, on which devices, batched how.
 struct ModelServingConfig {
@@ -87,8 +75,10 @@ struct ModelServingConfig {
   // exists is for loading to say). Duplicates are refused; "cuda" counts as
   // "cuda:0". Default {"cpu"}. Must not be empty.
   std::vector<std::string> devices = {"cpu"};
+  // On CUDA the weights are cast to it; on the CPU it picks the prepared
+  // kernels (model/inference_precision.h). fp16 is CUDA only, int8 CPU only.
   // Default fp32.
-  Precision precision = Precision::kFp32;
+  InferencePrecision precision = InferencePrecision::kFp32;
   // Largest batch a worker runs. Default 32, >= 1.
   int max_batch_size = 32;
   // How long the batcher waits for a batch to fill before running a partial

@@ -8,6 +8,7 @@
 
 #include <cctype>
 
+#include "absl/strings/match.h"
 #include "tests/model/parity.h"
 
 namespace oclip::testing {
@@ -138,13 +139,24 @@ TEST(InferencePrecisionTest, RefusesTrainingMode) {
             absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(InferencePrecisionTest, ParsesNames) {
-  EXPECT_EQ(*ParseInferencePrecision("fp32"), InferencePrecision::kFp32);
-  EXPECT_EQ(*ParseInferencePrecision("BF16"), InferencePrecision::kBf16);
-  EXPECT_EQ(*ParseInferencePrecision("bfloat16"), InferencePrecision::kBf16);
-  EXPECT_EQ(*ParseInferencePrecision("int8"), InferencePrecision::kInt8);
-  EXPECT_EQ(ParseInferencePrecision("fp8").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(InferencePrecisionName(InferencePrecision::kInt8), "int8");
+// The names themselves are tested with server.yaml (tests/server).
+TEST(InferencePrecisionTest, RefusesWhatTheDeviceCannotRun) {
+  const torch::Device cpu(torch::kCPU);
+  const torch::Device cuda(torch::kCUDA, 0);
+  EXPECT_TRUE(CheckPrecisionOnDevice(InferencePrecision::kInt8, cpu).ok());
+  EXPECT_TRUE(CheckPrecisionOnDevice(InferencePrecision::kBf16, cuda).ok());
+  EXPECT_EQ(CheckPrecisionOnDevice(InferencePrecision::kFp16, cpu).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(CheckPrecisionOnDevice(InferencePrecision::kInt8, cuda).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(CudaWeightType(InferencePrecision::kFp16), torch::kHalf);
+  EXPECT_EQ(CudaWeightType(InferencePrecision::kInt8), torch::kFloat);
+
+  std::shared_ptr<ClipModel> model = LoadFixtureModel("tiny-vit");
+  ASSERT_NE(model, nullptr);
+  absl::StatusOr<PreparedKernels> fp16 = PrepareForInference(*model, InferencePrecision::kFp16);
+  EXPECT_EQ(fp16.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(fp16.status().message(), "CUDA")) << fp16.status();
 }
 
 }  // namespace

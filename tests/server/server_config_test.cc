@@ -96,24 +96,27 @@ void ExpectSameServerSettings(const ServerConfig& a, const ServerConfig& b) {
 // ------------------------------------------------------------- precision --
 
 TEST(PrecisionTest, NamesRoundTripAndAliasesParse) {
-  for (Precision p : {Precision::kFp32, Precision::kFp16, Precision::kBf16, Precision::kInt8}) {
-    absl::StatusOr<Precision> parsed = ParsePrecision(PrecisionName(p));
+  for (InferencePrecision p : {InferencePrecision::kFp32, InferencePrecision::kFp16,
+                               InferencePrecision::kBf16, InferencePrecision::kInt8}) {
+    absl::StatusOr<InferencePrecision> parsed = ParseInferencePrecision(InferencePrecisionName(p));
     ASSERT_TRUE(parsed.ok()) << parsed.status();
     EXPECT_EQ(*parsed, p);
   }
-  EXPECT_NE(PrecisionName(Precision::kFp32), PrecisionName(Precision::kFp16));
-  EXPECT_NE(PrecisionName(Precision::kFp16), PrecisionName(Precision::kBf16));
-  EXPECT_EQ(*ParsePrecision("float32"), Precision::kFp32);
-  EXPECT_EQ(*ParsePrecision("float16"), Precision::kFp16);
-  EXPECT_EQ(*ParsePrecision("bfloat16"), Precision::kBf16);
-  EXPECT_EQ(*ParsePrecision("BF16"), Precision::kBf16);
-  EXPECT_EQ(*ParsePrecision("INT8"), Precision::kInt8);
-  EXPECT_EQ(*ParsePrecision("qint8"), Precision::kInt8);
-  EXPECT_EQ(PrecisionName(Precision::kInt8), "int8");
+  EXPECT_NE(InferencePrecisionName(InferencePrecision::kFp32),
+            InferencePrecisionName(InferencePrecision::kFp16));
+  EXPECT_NE(InferencePrecisionName(InferencePrecision::kFp16),
+            InferencePrecisionName(InferencePrecision::kBf16));
+  EXPECT_EQ(*ParseInferencePrecision("float32"), InferencePrecision::kFp32);
+  EXPECT_EQ(*ParseInferencePrecision("float16"), InferencePrecision::kFp16);
+  EXPECT_EQ(*ParseInferencePrecision("bfloat16"), InferencePrecision::kBf16);
+  EXPECT_EQ(*ParseInferencePrecision("BF16"), InferencePrecision::kBf16);
+  EXPECT_EQ(*ParseInferencePrecision("INT8"), InferencePrecision::kInt8);
+  EXPECT_EQ(*ParseInferencePrecision("qint8"), InferencePrecision::kInt8);
+  EXPECT_EQ(InferencePrecisionName(InferencePrecision::kInt8), "int8");
 }
 
 TEST(PrecisionTest, UnknownNameIsInvalidArgument) {
-  absl::StatusOr<Precision> parsed = ParsePrecision("fp8");
+  absl::StatusOr<InferencePrecision> parsed = ParseInferencePrecision("fp8");
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(parsed.status().message(), "fp8")) << parsed.status();
 }
@@ -123,8 +126,8 @@ TEST(PrecisionTest, Int8IsAModelSetting) {
       Parse("models:\n  - name: m\n    precision: int8\n  - name: n\n");
   ASSERT_TRUE(config.ok()) << config.status();
   ASSERT_EQ(config->models.size(), 2u);
-  EXPECT_EQ(config->models[0].precision, Precision::kInt8);
-  EXPECT_EQ(config->models[1].precision, Precision::kFp32);
+  EXPECT_EQ(config->models[0].precision, InferencePrecision::kInt8);
+  EXPECT_EQ(config->models[1].precision, InferencePrecision::kFp32);
 }
 
 // --------------------------------------------------------------- parsing --
@@ -188,7 +191,7 @@ TEST(ServerConfigTest, FullConfigSetsEveryField) {
   first.tokenizer = "/models/tokenizer.json";
   first.seed = 18446744073709551615u;
   first.devices = {"cuda:1", "cuda:0"};
-  first.precision = Precision::kBf16;
+  first.precision = InferencePrecision::kBf16;
   first.max_batch_size = 48;
   first.max_queue_delay = absl::Microseconds(1500);
   first.queue_capacity = 480;
@@ -197,7 +200,7 @@ TEST(ServerConfigTest, FullConfigSetsEveryField) {
   second.name = "second";
   second.model = "";
   second.pretrained = "/ckpt/ViT-L-14.pt";
-  second.precision = Precision::kFp16;
+  second.precision = InferencePrecision::kFp16;
   second.max_queue_delay = absl::Minutes(2);
   want.models = {first, second};
 
