@@ -26,17 +26,36 @@ std::string ReferenceFile(const std::string& relative) {
   return dir + "/" + relative;
 }
 
-const std::string& WriteScratchFile(const uint8_t* data, size_t size) {
-  static const std::string* path = [] {
+namespace {
+
+// The file the path-reading targets get their input in, one per process and
+// removed when the process exits (the replay test runs in /tmp).
+class ScratchFile {
+ public:
+  ScratchFile() : owner_(getpid()), path_(Folder() + "/oclip-fuzz-" + std::to_string(owner_)) {}
+  ~ScratchFile() {
+    if (getpid() == owner_) std::remove(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  static std::string Folder() {
     const char* tmp = std::getenv("TMPDIR");
-    return new std::string(std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
-                           "/oclip-fuzz-" + std::to_string(getpid()));
-  }();
-  std::ofstream out(*path, std::ios::binary | std::ios::trunc);
+    return tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  }
+  const pid_t owner_;
+  const std::string path_;
+};
+
+}  // namespace
+
+const std::string& WriteScratchFile(const uint8_t* data, size_t size) {
+  static const ScratchFile file;
+  std::ofstream out(file.path(), std::ios::binary | std::ios::trunc);
   out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
   out.close();
   if (!out) CheckFailed(__FILE__, __LINE__, "writing the scratch file");
-  return *path;
+  return file.path();
 }
 
 std::vector<int64_t> TokenizeChecked(const Tokenizer& tokenizer, const uint8_t* data,

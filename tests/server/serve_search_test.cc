@@ -179,7 +179,9 @@ TEST_F(SearchTest, EmbeddingQueriesFindTheirImageWithOpenClipScores) {
       EXPECT_EQ(hit.caption(), "a picture called " + (*names_)[row]) << hit.key();
       EXPECT_EQ(nlohmann::json::parse(hit.metadata_json(), nullptr, false).value("key", ""),
                 hit.key());
-      if (h > 0) EXPECT_LE(hit.score(), response.hits(h - 1).score());
+      if (h > 0) {
+        EXPECT_LE(hit.score(), response.hits(h - 1).score());
+      }
     }
   }
 }
