@@ -77,10 +77,6 @@ absl::Status SetOptimizerDefaults(const TrainFlags& flags, AdamWOptions* adamw) 
 }
 
 absl::Status Train(TrainFlags flags) {
-  if (flags.grad_checkpointing) {
-    return absl::UnimplementedError(
-        "--grad-checkpointing (activation recomputation) is not implemented in oclip");
-  }
   if (flags.dataset_resampled && flags.dataset_type == "csv") {
     return absl::InvalidArgumentError("--dataset-resampled applies to webdataset data only");
   }
@@ -116,6 +112,7 @@ absl::Status Train(TrainFlags flags) {
   options.lock_text = flags.lock_text;
   options.lock_text_unlocked_layers = static_cast<int>(flags.lock_text_unlocked_layers);
   options.lock_text_freeze_layer_norm = flags.lock_text_freeze_layer_norm;
+  options.grad_checkpointing = flags.grad_checkpointing;
   options.batch_size = flags.batch_size;
   options.epochs = flags.epochs;
   OCLIP_RETURN_IF_ERROR(SetOptimizerDefaults(flags, &options.adamw));
@@ -200,8 +197,8 @@ int RunTrain(int argc, char** argv) {
                "samples per epoch (webdataset; synthetic set size)");
   flags.AddInt("val-num-samples", &v.val_num_samples, "validation samples (default all)");
   flags.AddBool("dataset-resampled", &v.dataset_resampled,
-                "webdataset: epochs of --train-num-samples re-read the shards as needed "
-                "(oclip always does; shards are not drawn with replacement)");
+                "webdataset: each rank draws shards at random with replacement (seeded per "
+                "epoch); an epoch is --train-num-samples samples");
   flags.AddInt("workers", &v.workers, "image decoding threads per rank (default 4)");
   flags.AddString("imagenet-val", &v.imagenet_val,
                   "ImageFolder-style directory for zero-shot top-1/top-5");
@@ -218,7 +215,9 @@ int RunTrain(int argc, char** argv) {
                "leave the last N text layers trainable");
   flags.AddBool("lock-text-freeze-layer-norm", &v.lock_text_freeze_layer_norm,
                 "also freeze the text tower's LayerNorms");
-  flags.AddBool("grad-checkpointing", &v.grad_checkpointing, "(not implemented)");
+  flags.AddBool("grad-checkpointing", &v.grad_checkpointing,
+                "recompute transformer block activations in the backward pass (less memory; "
+                "a ResNet image tower is not checkpointed, as in OpenCLIP)");
   flags.AddInt("batch-size", &v.batch_size, "batch per rank (default 64)");
   flags.AddInt("epochs", &v.epochs, "epochs (default 32)");
   flags.AddString("lr", &v.lr, "learning rate (default 5e-4)");

@@ -111,6 +111,12 @@ absl::StatusOr<torch::Tensor> ClipModel::EncodeText(const torch::Tensor& tokens,
   }
 }
 
+void ClipModel::SetGradCheckpointing(bool enable) {
+  if (vit_) vit_->transformer->set_grad_checkpointing(enable);
+  if (text_) text_->transformer->set_grad_checkpointing(enable);
+  if (hf_text_) hf_text_->transformer->set_grad_checkpointing(enable);
+}
+
 int64_t ClipModel::NumParameters() const {
   int64_t total = 0;
   for (const auto& p : parameters()) total += p.numel();

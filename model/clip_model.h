@@ -50,6 +50,13 @@ class ClipModel : public torch::nn::Module {
   torch::Tensor ImageForward(const torch::Tensor& images);
   torch::Tensor TextForward(const torch::Tensor& tokens);
 
+  // OpenCLIP's set_grad_checkpointing: the residual blocks of the ViT image
+  // tower and of the text tower (native or HF) recompute their activations
+  // in the backward pass instead of keeping them (model/grad_checkpointing.h)
+  // while gradients are recorded. A ModifiedResNet image tower is left as it
+  // is, as in OpenCLIP (its set_grad_checkpointing does nothing).
+  void SetGradCheckpointing(bool enable);
+
   // The raw parameter; the scale applied to logits is its exp().
   const torch::Tensor& logit_scale() const { return logit_scale_; }
   const ModelConfig& config() const { return config_; }

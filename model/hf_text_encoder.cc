@@ -3,6 +3,7 @@
 #include <limits>
 #include <string>
 
+#include "model/grad_checkpointing.h"
 #include "model/torch_compat.h"
 
 namespace oclip {
@@ -97,7 +98,18 @@ torch::Tensor RobertaModelImpl::forward(const torch::Tensor& ids, const torch::T
   torch::Tensor additive =
       (1.0 - mask.to(x.dtype())).mul(std::numeric_limits<float>::lowest()).view(
           {mask.size(0), 1, 1, mask.size(1)});
-  for (auto& layer : layers) x = layer(x, additive);
+  const bool checkpoint = grad_checkpointing_ && UseGradCheckpointing();
+  for (auto& layer : layers) {
+    if (checkpoint) {
+      x = CheckpointedForward(
+          [impl = layer.ptr(), additive](const torch::Tensor& in) {
+            return impl->forward(in, additive);
+          },
+          x, layer->parameters());
+    } else {
+      x = layer(x, additive);
+    }
+  }
   return x;
 }
 

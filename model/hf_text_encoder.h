@@ -50,8 +50,15 @@ class RobertaModelImpl : public torch::nn::Module {
   // -> last hidden state [N, L, hidden].
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask);
 
+  // HF's gradient_checkpointing_enable: each layer under CheckpointedForward
+  // (model/grad_checkpointing.h) while gradients are recorded.
+  void set_grad_checkpointing(bool enable) { grad_checkpointing_ = enable; }
+
   RobertaEmbeddings embeddings;
   std::vector<RobertaLayer> layers;
+
+ private:
+  bool grad_checkpointing_ = false;
 };
 TORCH_MODULE(RobertaModel);
 

@@ -1,5 +1,6 @@
 #include "model/layers.h"
 
+#include "model/grad_checkpointing.h"
 #include "model/torch_compat.h"
 
 namespace oclip {
@@ -158,7 +159,18 @@ TransformerImpl::TransformerImpl(int64_t dim, int64_t layers, int64_t heads,
 }
 
 torch::Tensor TransformerImpl::forward(torch::Tensor x, const torch::Tensor& attn_mask) {
-  for (auto& block : blocks) x = block(x, attn_mask);
+  const bool checkpoint = grad_checkpointing_ && UseGradCheckpointing();
+  for (auto& block : blocks) {
+    if (checkpoint) {
+      x = CheckpointedForward(
+          [impl = block.ptr(), attn_mask](const torch::Tensor& in) {
+            return impl->forward(in, attn_mask);
+          },
+          x, block->parameters());
+    } else {
+      x = block(x, attn_mask);
+    }
+  }
   return x;
 }
 

@@ -156,17 +156,24 @@ class ResidualAttentionBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ResidualAttentionBlock);
 
-// `resblocks.{i}`.
+// `resblocks.{i}`. With grad checkpointing on (OpenCLIP's
+// set_grad_checkpointing), each block runs under CheckpointedForward
+// (model/grad_checkpointing.h) while gradients are recorded; evaluation and
+// inference run the blocks directly either way.
 class TransformerImpl : public torch::nn::Module {
  public:
   TransformerImpl(int64_t dim, int64_t layers, int64_t heads, int64_t mlp_width,
                   Activation activation, const torch::TensorOptions& options);
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& attn_mask);
 
+  void set_grad_checkpointing(bool enable) { grad_checkpointing_ = enable; }
+  bool grad_checkpointing() const { return grad_checkpointing_; }
+
   std::vector<ResidualAttentionBlock> blocks;
 
  private:
   torch::nn::ModuleList resblocks_;
+  bool grad_checkpointing_ = false;
 };
 TORCH_MODULE(Transformer);
 

@@ -43,6 +43,9 @@ packages=(
   python3-grpcio python3-protobuf python3-numpy openssl
   # Tests: PIL computes the train transform's expected pixels (tests/model).
   python3-pil
+  # Tests: Debian's PyTorch runs OpenCLIP's model (bench/python/encode_reference.py)
+  # on a checkpoint of `oclip train` (tests/training/train_e2e_test.cc).
+  python3-torch
   # LibTorch's fp32 GEMMs go through libblas.so.3: without OpenBLAS that is
   # Debian's reference BLAS, ~30x slower (measured: ViT-B-32 0.48 vs 16
   # images/s on 2 cores).
@@ -57,7 +60,7 @@ packages=(
 
 # Only the test suite needs these (the images leave them out).
 test_only=(libgtest-dev libgmock-dev python3-grpcio python3-protobuf python3-numpy openssl
-  clang-14 libclang-rt-14-dev)
+  python3-torch clang-14 libclang-rt-14-dev)
 # Opt-in (--bench): the Python reference implementations bench/run.sh times
 # next to oclip (bench/python/*.py), run with Debian's /usr/bin/python3.
 bench_packages=(python3-torch python3-numpy python3-pil python3-regex)

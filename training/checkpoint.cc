@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "core/safetensors.h"
 #include "core/status.h"
@@ -127,8 +128,13 @@ absl::Status SaveTrainingCheckpoint(const std::string& dir, const std::string& b
   for (const auto& [key, tensor] : optimizer.StateDict()) {
     optimizer_tensors.emplace_back("optimizer/" + key, tensor);
   }
+  std::map<std::string, std::string> state_metadata = metadata;
+  if (state.scaler_scale > 0) {
+    state_metadata["scaler_scale"] = absl::StrFormat("%.17g", state.scaler_scale);
+    state_metadata["scaler_growth_tracker"] = absl::StrCat(state.scaler_growth_tracker);
+  }
   OCLIP_RETURN_IF_ERROR(
-      WriteTensors(StateCheckpointPath(dir, basename), optimizer_tensors, metadata));
+      WriteTensors(StateCheckpointPath(dir, basename), optimizer_tensors, state_metadata));
   std::vector<std::pair<std::string, torch::Tensor>> model_tensors;
   for (const auto& item : model.named_parameters())
     model_tensors.emplace_back(item.key(), item.value());
@@ -180,6 +186,13 @@ absl::StatusOr<TrainingState> LoadTrainingCheckpoint(const std::string& path, Cl
   }
   if (auto it = metadata.find("name"); it != metadata.end()) state.name = it->second;
   if (auto it = metadata.find("model"); it != metadata.end()) state.model = it->second;
+  if (auto it = metadata.find("scaler_scale"); it != metadata.end()) {
+    if (!absl::SimpleAtod(it->second, &state.scaler_scale) || !(state.scaler_scale > 0)) {
+      return absl::DataLossError(absl::StrCat(state_path, ": metadata 'scaler_scale' malformed"));
+    }
+    OCLIP_ASSIGN_OR_RETURN(state.scaler_growth_tracker,
+                           MetadataInt(metadata, "scaler_growth_tracker", state_path));
+  }
   std::map<std::string, torch::Tensor> tensors;
   for (const std::string& key : reader->names()) {
     absl::string_view rest = key;

@@ -6,7 +6,9 @@
 //                                  and OpenCLIP's load_checkpoint read it;
 //   DIR/epoch_N.state.safetensors  the training state: AdamW moments and
 //                                  steps ("optimizer/exp_avg/NAME", ...) and
-//                                  metadata (epoch, step, run name, model).
+//                                  metadata (epoch, step, run name, model,
+//                                  and the loss scaler's scale and growth
+//                                  count when there is one).
 // The state file is written first and the model file last, and both carry
 // the epoch, so a crash between the two is detected on resume. All other
 // randomness of a run derives from (seed, epoch, rank), so nothing else is
@@ -33,6 +35,9 @@ struct TrainingState {
   int64_t step = 0;   // Optimizer steps taken.
   std::string name;   // Run name.
   std::string model;  // --model
+  // The loss scaler of --precision amp (grad_scaler.h); scale 0: none.
+  double scaler_scale = 0;
+  int64_t scaler_growth_tracker = 0;
 };
 
 // Writes DIR/BASENAME.state.safetensors then DIR/BASENAME.safetensors.

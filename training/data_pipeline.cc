@@ -1,6 +1,7 @@
 #include "training/data_pipeline.h"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 #include "absl/strings/ascii.h"
@@ -11,11 +12,11 @@
 #include "core/mapped_file.h"
 #include "core/status.h"
 #include "data/open_source.h"
+#include "data/shard_list.h"
+#include "data/webdataset.h"
 
 namespace oclip {
 namespace {
-
-constexpr size_t kShuffleBuffer = 1000;
 
 std::mt19937_64 SeededRng(uint64_t seed, int64_t epoch, int64_t rank, int64_t position) {
   std::seed_seq sequence{static_cast<uint32_t>(seed),
@@ -28,6 +29,23 @@ std::mt19937_64 SeededRng(uint64_t seed, int64_t epoch, int64_t rank, int64_t po
 }
 
 }  // namespace
+
+ResampledShards::ResampledShards(std::vector<std::string> shards, uint64_t seed, int64_t epoch,
+                                 int rank)
+    : shards_(std::move(shards)), rng_(SeededRng(seed, epoch, rank, -2)) {}
+
+const std::string& ResampledShards::Next() {
+  // Uniform over [0, n) by rejection (std::uniform_int_distribution's
+  // algorithm is the library's choice; this sequence is the same everywhere).
+  const uint64_t n = shards_.size();
+  const uint64_t limit = std::numeric_limits<uint64_t>::max() -
+                         std::numeric_limits<uint64_t>::max() % n;
+  uint64_t r;
+  do {
+    r = rng_();
+  } while (r >= limit);
+  return shards_[r % n];
+}
 
 DataPipeline::DataPipeline(const DataPipelineOptions& options, const Tokenizer* tokenizer)
     : options_(options), tokenizer_(tokenizer) {}
@@ -80,11 +98,20 @@ absl::Status DataPipeline::ListItems() {
     if (kind == DatasetType::kImageFolder) {
       return absl::InvalidArgumentError("training data must be csv, webdataset or synthetic");
     }
+    if (options_.resampled && kind != DatasetType::kWebDataset) {
+      return absl::InvalidArgumentError("--dataset-resampled applies to webdataset data only");
+    }
     if (kind == DatasetType::kWebDataset) {
       streaming_ = true;
       if (options_.train && options_.num_samples <= 0) {
         return absl::InvalidArgumentError(
             "webdataset training data needs --train-num-samples (the epoch size)");
+      }
+      if (options_.resampled && options_.train) {
+        OCLIP_ASSIGN_OR_RETURN(shards_, ExpandShardList(options_.data));
+        if (shards_.empty()) {
+          return absl::InvalidArgumentError(absl::StrCat(options_.data, " names no shards"));
+        }
       }
       num_batches_ = options_.train ? (options_.num_samples + global_batch - 1) / global_batch : 0;
       return absl::OkStatus();
@@ -125,6 +152,15 @@ absl::Status DataPipeline::ListItems() {
 }
 
 absl::Status DataPipeline::OpenStream() {
+  stream_samples_ = 0;
+  if (resampler_ != nullptr) {
+    WebDatasetSource::Options wds;
+    wds.shards = {resampler_->Next()};
+    OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<WebDatasetSource> source,
+                           WebDatasetSource::Create(std::move(wds)));
+    stream_ = std::move(source);
+    return absl::OkStatus();
+  }
   OpenSourceOptions source_options;
   source_options.type = DatasetType::kWebDataset;
   source_options.worker_index = options_.train ? options_.rank : 0;
@@ -142,6 +178,10 @@ absl::Status DataPipeline::StartEpoch(int epoch) {
     shuffle_buffer_.clear();
     shuffle_rng_ = SeededRng(options_.seed, epoch, options_.rank, -1);
     stream_restarted_ = false;
+    empty_draws_ = 0;
+    if (!shards_.empty()) {
+      resampler_ = std::make_unique<ResampledShards>(shards_, options_.seed, epoch, options_.rank);
+    }
     return OpenStream();
   }
   const int64_t n = static_cast<int64_t>(items_.size());
@@ -166,9 +206,22 @@ absl::Status DataPipeline::StartEpoch(int epoch) {
 absl::StatusOr<bool> DataPipeline::NextStreamed(Item* item) {
   Sample sample;
   // Fill the buffer, then hand out a random element (webdataset's shuffle).
-  const size_t buffer = options_.train ? kShuffleBuffer : 1;
+  const size_t buffer = options_.train ? std::max<size_t>(1, options_.shuffle_buffer) : 1;
   while (shuffle_buffer_.size() < buffer) {
     OCLIP_ASSIGN_OR_RETURN(bool more, stream_->Next(&sample));
+    if (!more && resampler_ != nullptr) {
+      // The drawn shard is done: draw the next. A list whose shards yield
+      // nothing (missing, corrupt, captionless) must not loop forever.
+      empty_draws_ = stream_samples_ > 0 ? 0 : empty_draws_ + 1;
+      const int64_t limit = std::max<int64_t>(100, 3 * static_cast<int64_t>(shards_.size()));
+      if (empty_draws_ >= limit) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            options_.data, ": ", empty_draws_, " shards drawn in a row held no sample with an "
+            "image and a caption"));
+      }
+      OCLIP_RETURN_IF_ERROR(OpenStream());
+      continue;
+    }
     if (!more) {
       if (!options_.train) break;
       if (stream_restarted_ && shuffle_buffer_.empty() && samples_done_ == 0) {
@@ -180,6 +233,7 @@ absl::StatusOr<bool> DataPipeline::NextStreamed(Item* item) {
       continue;
     }
     if (!sample.has_caption) continue;
+    ++stream_samples_;
     shuffle_buffer_.push_back(Item{"", std::move(sample.image), std::move(sample.caption)});
   }
   if (shuffle_buffer_.empty()) return false;

@@ -6,10 +6,16 @@
 //              ranks like torch's DistributedSampler (padded to a multiple
 //              of the world size, rank r takes positions r, r + world, ...);
 //              training drops the last partial batch.
-//   webdataset samples stream from this rank's shards (split_by_node) through
-//              a shuffle buffer seeded with seed + epoch + rank; an epoch is
-//              ceil(num_samples / (batch·world)) batches, and exhausted shards
-//              are read again (as with --dataset-resampled).
+//   webdataset samples stream through a shuffle buffer seeded with (seed,
+//              epoch, rank); an epoch is ceil(num_samples / (batch·world))
+//              batches of this rank, whatever the shard boundaries. Without
+//              resampling, a rank reads its own shards (split_by_node: every
+//              world-th shard) in order, and again when they run out. With
+//              `resampled` (--dataset-resampled, OpenCLIP's ResampledShards2)
+//              each rank draws shards from the whole list uniformly WITH
+//              replacement, from a generator seeded with (seed, epoch, rank)
+//              (ResampledShards below), one shard after the other for as
+//              long as the epoch needs samples.
 //   synthetic  num_samples black images with the caption "Dummy caption".
 //
 // Training images get OpenCLIP's train transform (RandomResizedCrop, bicubic,
@@ -57,8 +63,28 @@ struct DataPipelineOptions {
   int world_size = 1;
   uint64_t seed = 0;
   bool train = true;  // false: eval transform, file order, partial last batch.
+  bool resampled = false;  // webdataset training only: draw shards with replacement.
+  // Samples the webdataset shuffle buffer holds (1: stream order).
+  size_t shuffle_buffer = 1000;
   PreprocessOptions preprocess;
   RandomResizedCropOptions crop;
+};
+
+// --dataset-resampled's shard stream for one rank and epoch: Next() draws a
+// shard name uniformly at random from `shards` (with replacement, forever),
+// from a generator seeded with (seed, epoch, rank), so the sequence is
+// deterministic for a seed and differs between epochs and ranks. (OpenCLIP
+// draws with Python's random.Random seeded from its DataLoader worker seed;
+// its sequence cannot be reproduced outside PyTorch, only its law.)
+// `shards` must not be empty.
+class ResampledShards {
+ public:
+  ResampledShards(std::vector<std::string> shards, uint64_t seed, int64_t epoch, int rank);
+  const std::string& Next();
+
+ private:
+  std::vector<std::string> shards_;
+  std::mt19937_64 rng_;
 };
 
 struct Batch {
@@ -109,6 +135,10 @@ class DataPipeline {
   std::vector<int64_t> epoch_order_;  // this rank's positions in items_
   size_t cursor_ = 0;
   std::unique_ptr<SampleSource> stream_;
+  std::vector<std::string> shards_;            // resampled: the expanded list
+  std::unique_ptr<ResampledShards> resampler_;  // resampled: this epoch's draws
+  int64_t stream_samples_ = 0;                  // samples read from the open stream
+  int64_t empty_draws_ = 0;                     // resampled: shards in a row without one
   std::vector<Item> shuffle_buffer_;
   std::mt19937_64 shuffle_rng_;
   bool stream_restarted_ = false;

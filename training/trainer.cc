@@ -188,12 +188,16 @@ absl::Status Trainer::Setup() {
       model_->to(WeightDtype(options_.precision));
     }
     model_->train();
+    model_->SetGradCheckpointing(options_.grad_checkpointing);
     OCLIP_RETURN_IF_ERROR(ApplyLocks());
     BroadcastModule(*model_, *communicator_);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("preparing the model: ", e.what()));
   }
   optimizer_ = std::make_unique<AdamW>(OpenClipParamGroups(*model_, options_.wd), options_.adamw);
+  GradScalerOptions scaler;
+  scaler.enabled = options_.precision == TrainPrecision::kAmp;  // OpenCLIP: amp only.
+  scaler_ = GradScaler(scaler);
   parameters_ = AllParameters(optimizer_->groups());
 
   // Run name, identical on every rank (rank 0's clock).
@@ -251,6 +255,7 @@ absl::Status Trainer::Setup() {
     data.data = options_.train_data;
     data.num_samples = options_.train_num_samples;
     data.train = true;
+    data.resampled = options_.dataset_resampled;
     OCLIP_ASSIGN_OR_RETURN(train_, DataPipeline::Create(data, tokenizer_.get()));
     steps_per_epoch_ = train_->num_batches() / options_.accum_freq;
     if (steps_per_epoch_ == 0) {
@@ -264,6 +269,7 @@ absl::Status Trainer::Setup() {
     data.dataset_type = options_.dataset_type == "synthetic" ? "auto" : options_.dataset_type;
     data.num_samples = options_.val_num_samples;
     data.train = false;
+    data.resampled = false;
     data.rank = 0;
     data.world_size = 1;
     OCLIP_ASSIGN_OR_RETURN(val_, DataPipeline::Create(data, tokenizer_.get()));
@@ -290,6 +296,9 @@ absl::Status Trainer::Setup() {
                              LoadTrainingCheckpoint(path, *model_, optimizer_.get()));
       start_epoch_ = state.epoch;
       step_ = state.step;
+      if (scaler_.enabled() && state.scaler_scale > 0) {
+        scaler_.set_state({state.scaler_scale, state.scaler_growth_tracker});
+      }
       Info(absl::StrCat("=> resuming checkpoint '", path, "' (epoch ", state.epoch, ", step ",
                         state.step, ")"));
     }
@@ -302,10 +311,12 @@ absl::Status Trainer::Setup() {
         {"batch_size", absl::StrCat(options_.batch_size)},
         {"beta1", absl::StrCat(options_.adamw.beta1)},
         {"beta2", absl::StrCat(options_.adamw.beta2)},
+        {"dataset_resampled", options_.dataset_resampled ? "True" : "False"},
         {"dataset_type", options_.dataset_type},
         {"epochs", absl::StrCat(options_.epochs)},
         {"eps", absl::StrCat(options_.adamw.eps)},
         {"gather_with_grad", options_.loss.gather_with_grad ? "True" : "False"},
+        {"grad_checkpointing", options_.grad_checkpointing ? "True" : "False"},
         {"grad_clip_norm", absl::StrCat(options_.grad_clip_norm)},
         {"imagenet_val", options_.imagenet_val},
         {"local_loss", options_.loss.local_loss ? "True" : "False"},
@@ -363,7 +374,7 @@ absl::Status Trainer::OptimizerStep(const std::vector<Batch>& micro_batches, int
                   F::normalize(model_->TextForward(tokens[0]), normalize));
     }
     skip = any_nonfinite(loss);
-    if (!skip) loss.backward();
+    if (!skip) scaler_.Scale(loss).backward();
   } else {
     // OpenCLIP's accumulation: features of every micro-batch without grad,
     // then each micro-batch again with grad against the cached others.
@@ -385,7 +396,7 @@ absl::Status Trainer::OptimizerStep(const std::vector<Batch>& micro_batches, int
         loss = Loss(torch::cat(all_image), torch::cat(all_text));
       }
       skip = any_nonfinite(loss);
-      if (!skip) loss.backward();
+      if (!skip) scaler_.Scale(loss).backward();
     }
   }
   if (skip) {
@@ -406,8 +417,12 @@ absl::Status Trainer::OptimizerStep(const std::vector<Batch>& micro_batches, int
   }
   consecutive_nonfinite_ = 0;
   AverageGradients(parameters_, *communicator_);
-  if (options_.grad_clip_norm > 0) ClipGradNorm(parameters_, options_.grad_clip_norm);
-  optimizer_->Step();
+  if (options_.grad_clip_norm > 0) {
+    scaler_.Unscale(parameters_);
+    ClipGradNorm(parameters_, options_.grad_clip_norm);
+  }
+  scaler_.Step(parameters_, [this] { optimizer_->Step(); });
+  scaler_.Update();
   torch::Tensor logit_scale = model_->logit_scale();
   ClampLogitScale(logit_scale);
   summary_.last_loss = loss.item<double>();
@@ -529,6 +544,10 @@ absl::Status Trainer::Evaluate(int64_t completed_epoch) {
 absl::Status Trainer::SaveCheckpoints(int64_t completed_epoch) {
   if (!master_ || checkpoint_dir_.empty()) return absl::OkStatus();
   TrainingState state{completed_epoch, step_, options_.name, options_.model_name};
+  if (scaler_.enabled()) {
+    state.scaler_scale = scaler_.scale();
+    state.scaler_growth_tracker = scaler_.growth_tracker();
+  }
   if (completed_epoch == options_.epochs ||
       (options_.save_frequency > 0 && completed_epoch % options_.save_frequency == 0)) {
     const std::string basename = absl::StrCat("epoch_", completed_epoch);
@@ -562,6 +581,10 @@ absl::StatusOr<TrainSummary> Trainer::Run() {
     Info(absl::StrCat("training ", options_.model_name, " for ", options_.epochs, " epochs of ",
                       steps_per_epoch_, " steps on ", communicator_->world_size(), " rank(s); ",
                       train_->num_samples(), " samples per epoch"));
+    if (options_.grad_checkpointing && model_->config().vision.is_resnet()) {
+      Info("--grad-checkpointing: the text tower is checkpointed; the ResNet image tower is not "
+           "(OpenCLIP's ModifiedResNet does not support it either)");
+    }
     for (int64_t epoch = start_epoch_; epoch < options_.epochs; ++epoch) {
       Info(absl::StrCat("Start epoch ", epoch));
       OCLIP_RETURN_IF_ERROR(TrainEpoch(epoch));

@@ -5,6 +5,8 @@
 // the --precision's autocast, ClipLoss (clip_loss.h, gathered over ranks),
 // backward (with --accum-freq > 1 OpenCLIP's feature-caching accumulation),
 // gradients averaged over ranks (distributed.h), optional clipping, AdamW
+// (with --precision amp through a dynamic loss scaler, grad_scaler.h, which
+// unscales before clipping and skips steps with inf/NaN gradients)
 // with OpenCLIP's parameter groups, logit_scale clamped to [0, ln 100]. A
 // non-finite loss skips the step on every rank and is counted; more than
 // `max_consecutive_nonfinite` in a row stop the run with FAILED_PRECONDITION
@@ -39,6 +41,7 @@
 #include "training/communicator.h"
 #include "training/data_pipeline.h"
 #include "training/evaluation.h"
+#include "training/grad_scaler.h"
 #include "training/lr_schedule.h"
 #include "training/optimizer.h"
 #include "training/precision.h"
@@ -70,6 +73,9 @@ struct TrainerOptions {
   bool lock_text = false;
   int lock_text_unlocked_layers = 0;
   bool lock_text_freeze_layer_norm = false;
+  // --grad-checkpointing: recompute the transformer blocks' activations in
+  // the backward pass (ClipModel::SetGradCheckpointing).
+  bool grad_checkpointing = false;
 
   // Optimisation.
   int64_t batch_size = 64;
@@ -149,6 +155,7 @@ class Trainer {
   bool master_ = true;
   torch::Device device_ = torch::kCPU;
   std::unique_ptr<AdamW> optimizer_;
+  GradScaler scaler_;  // enabled for --precision amp only, as OpenCLIP
   std::vector<torch::Tensor> parameters_;
   std::unique_ptr<DataPipeline> train_;
   std::unique_ptr<DataPipeline> val_;

@@ -28,6 +28,16 @@ Two modes (run with /usr/bin/python3, i.e. Debian's python3-torch):
       have OpenCLIP's config, state-dict keys/shapes and parameter count
       (manifest.json); exits 1 on any mismatch.
 
+  encode_reference.py --encode --config CONFIG.json --checkpoint MODEL.safetensors
+      --images IMAGES.npy --tokens TOKENS.npy --output DIR
+      builds the model of an OpenCLIP config file, loads a checkpoint written
+      by `oclip train` with load_state_dict(strict=True) (every key OpenCLIP's
+      model has, no other), and writes the unnormalized features of the
+      preprocessed images [N, 3, S, S] and of the token ids [M, context]
+      (float32 .npy; ids are whole numbers) as DIR/image_features.npy and
+      DIR/text_features.npy: Python reading oclip's training checkpoints
+      (tests/training/train_e2e_test.cc compares them with `oclip encode`).
+
   encode_reference.py --model ViT-B-32|RN50 --precision fp32|bf16|int8
       [--batch-images 32] [--batch-texts 128] [--threads 2] [--seconds 10]
       random weights, random images, captions of 12 tokens (start, 10 ids,
@@ -491,6 +501,32 @@ def check(reference_dir):
 
 
 # ----------------------------------------------------------------------------
+# --encode: a checkpoint written by `oclip train`, in OpenCLIP's model.
+
+
+def encode(args):
+    import numpy as np
+
+    with open(args.config) as f:
+        config = json.load(f)
+    model = CLIP(config).eval()
+    model.load_state_dict(load_safetensors(args.checkpoint), strict=True)
+    images = torch.from_numpy(np.load(args.images)).float()
+    tokens = torch.from_numpy(np.load(args.tokens)).round().long()
+    with torch.inference_mode():
+        image_features = model.encode_image(images)
+        text_features = model.encode_text(tokens)
+    os.makedirs(args.output, exist_ok=True)
+    np.save(os.path.join(args.output, "image_features.npy"),
+            image_features.float().numpy().astype("<f4"))
+    np.save(os.path.join(args.output, "text_features.npy"),
+            text_features.float().numpy().astype("<f4"))
+    print(json.dumps({"images": list(images.shape), "texts": list(tokens.shape),
+                      "keys": len(model.state_dict())}))
+    return 0
+
+
+# ----------------------------------------------------------------------------
 # Benchmark.
 
 
@@ -575,6 +611,10 @@ def main():
                         help="compare with OpenCLIP's outputs on the tiny fixture models")
     parser.add_argument("--reference-dir",
                         default=os.environ.get("OCLIP_REFERENCE_DIR", default_reference))
+    parser.add_argument("--encode", action="store_true",
+                        help="encode with a checkpoint of `oclip train` (see the usage above)")
+    for flag in ("config", "checkpoint", "images", "tokens", "output"):
+        parser.add_argument("--" + flag, help="for --encode")
     parser.add_argument("--model", choices=["ViT-B-32", "RN50"] + TINY_MODELS)
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
     parser.add_argument("--batch-images", type=int, default=32)
@@ -588,6 +628,18 @@ def main():
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             # A missing or malformed fixture, or a state dict that does not fit.
             print(f"encode_reference.py: --check failed: {type(error).__name__}: {error}",
+                  file=sys.stderr)
+            return 1
+    if args.encode:
+        missing = [flag for flag in ("config", "checkpoint", "images", "tokens", "output")
+                   if getattr(args, flag) is None]
+        if missing:
+            parser.error("--encode needs " + ", ".join("--" + flag for flag in missing))
+        try:
+            return encode(args)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            # A missing file, or a checkpoint whose keys/shapes are not the model's.
+            print(f"encode_reference.py: --encode failed: {type(error).__name__}: {error}",
                   file=sys.stderr)
             return 1
     if args.model is None:

@@ -67,6 +67,29 @@ TEST(CheckpointTest, RoundTripRestoresModelAndOptimizer) {
   }
 }
 
+TEST(CheckpointTest, LossScalerStateRoundTrips) {
+  // --precision amp keeps its GradScaler's scale and growth count (OpenCLIP
+  // saves scaler.state_dict()); runs without a scaler record none.
+  const std::string dir = ScratchPath("ckpt_scaler");
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  auto model = LoadTinyVit(ReferencePath("tiny-vit.safetensors"));
+  ASSERT_NE(model, nullptr);
+  AdamW optimizer(OpenClipParamGroups(*model, 0.2), AdamWOptions{1e-3, 0.9, 0.98, 1e-6});
+  TrainingState saved{2, 9, "run", "tiny"};
+  saved.scaler_scale = 8192.0;
+  saved.scaler_growth_tracker = 17;
+  ASSERT_TRUE(SaveTrainingCheckpoint(dir, "epoch_2", *model, optimizer, saved).ok());
+  ASSERT_TRUE(SaveTrainingCheckpoint(dir, "epoch_3", *model, optimizer, {3, 12, "run", "tiny"})
+                  .ok());
+  auto with = LoadTrainingCheckpoint(ModelCheckpointPath(dir, "epoch_2"), *model, &optimizer);
+  ASSERT_TRUE(with.ok()) << with.status();
+  EXPECT_EQ(with->scaler_scale, 8192.0);
+  EXPECT_EQ(with->scaler_growth_tracker, 17);
+  auto without = LoadTrainingCheckpoint(ModelCheckpointPath(dir, "epoch_3"), *model, &optimizer);
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_EQ(without->scaler_scale, 0.0);
+}
+
 TEST(CheckpointTest, LatestIsTheNewestCompletePair) {
   const std::string dir = ScratchPath("ckpt_latest");
   ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);

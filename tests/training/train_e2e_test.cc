@@ -34,6 +34,9 @@
 #include "core/npy.h"
 #include "core/safetensors.h"
 #include "core/tensorboard_writer.h"
+#include "model/config.h"
+#include "model/image/preprocess.h"
+#include "model/tokenizer/load_tokenizer.h"
 #include "tests/core/run_command.h"
 #include "tests/core/scratch_dir.h"
 #include "tests/training/synthetic_data.h"
@@ -438,6 +441,128 @@ TEST(TrainE2eTest, LockImageFreezesTheImageTowerButItsLastGroups) {
     const bool visual = name.rfind("visual.", 0) == 0;
     EXPECT_EQ(locked.at(name) == bytes, visual) << name;
     EXPECT_EQ(last.at(name) == bytes, visual && name != "visual.proj") << name;
+  }
+}
+
+// --grad-checkpointing through the CLI: accepted, recorded in params.txt, and
+// the run trains as the same run without it (same loss curve, same weights).
+TEST(TrainE2eTest, GradCheckpointingTrainsAsWithout) {
+  const std::string logs = ScratchPath("grad_checkpointing_logs");
+  const auto plain = TrainOneEpoch(logs, "plain", {});
+  const auto checkpointed = TrainOneEpoch(logs, "checkpointed", {"--grad-checkpointing"});
+  EXPECT_NE(ReadFileOrEmpty(logs + "/checkpointed/params.txt").find("grad_checkpointing: True"),
+            std::string::npos);
+  const std::map<int64_t, double> reference = LossCurve(logs + "/plain/out.log");
+  const std::map<int64_t, double> curve = LossCurve(logs + "/checkpointed/out.log");
+  ASSERT_EQ(reference.size(), 8u);  // 512 samples / 64.
+  ASSERT_EQ(curve.size(), reference.size());
+  for (const auto& [step, loss] : curve) {
+    EXPECT_NEAR(loss, reference.at(step), 1e-5 * reference.at(step)) << "step " << step;
+  }
+  ASSERT_FALSE(plain.empty());
+  ASSERT_EQ(checkpointed.size(), plain.size());
+  for (const auto& [name, bytes] : plain) {
+    const std::string& other = checkpointed.at(name);
+    ASSERT_EQ(other.size(), bytes.size()) << name;
+    const int64_t n = static_cast<int64_t>(bytes.size() / sizeof(float));
+    const torch::Tensor expected =
+        torch::from_blob(const_cast<char*>(bytes.data()), {n}, torch::kFloat);
+    const torch::Tensor actual =
+        torch::from_blob(const_cast<char*>(other.data()), {n}, torch::kFloat);
+    EXPECT_LT(((actual - expected).norm() / expected.norm().clamp_min(1e-30)).item<double>(),
+              1e-5)
+        << name;
+  }
+}
+
+// Rows of an .npy file written by `oclip encode` or encode_reference.py.
+torch::Tensor ReadFeatures(const std::string& path) {
+  auto npy = ReadNpyFloat32(path);
+  EXPECT_TRUE(npy.ok()) << path << ": " << npy.status();
+  if (!npy.ok() || npy->shape.size() != 2) return torch::Tensor();
+  return torch::from_blob(npy->values.data(), {npy->shape[0], npy->shape[1]}).clone();
+}
+
+// Python reads oclip's training checkpoints: OpenCLIP's model in plain
+// torch.nn (bench/python/encode_reference.py --encode, on Debian's PyTorch)
+// loads a checkpoint of `oclip train` with load_state_dict(strict=True) and
+// computes the features `oclip encode` computes from the same inputs (the
+// images preprocessed and the captions tokenized as oclip does).
+TEST(TrainE2eTest, PythonLoadsTheTrainedCheckpoint) {
+  const Fixture& f = Data();
+  const std::string logs = ScratchPath("python_logs");
+  ASSERT_FALSE(TrainOneEpoch(logs, "run", {}).empty());
+  const std::string checkpoint = logs + "/run/checkpoints/epoch_1.safetensors";
+
+  std::vector<std::string> images, captions;
+  std::vector<std::string> lines = absl::StrSplit(ReadFileOrEmpty(f.data.val_csv_path), '\n');
+  for (size_t i = 1; i < lines.size() && images.size() < 8; ++i) {
+    std::vector<std::string> fields = absl::StrSplit(lines[i], '\t');
+    ASSERT_EQ(fields.size(), 2u) << lines[i];
+    images.push_back(fields[0]);
+    captions.push_back(fields[1]);
+  }
+  ASSERT_EQ(images.size(), 8u);
+  const std::string texts_file = ScratchPath("python_captions.txt");
+  {
+    std::ofstream out(texts_file);
+    for (const std::string& c : captions) out << c << "\n";
+  }
+  const std::string oclip_dir = ScratchPath("python_oclip_features");
+  ASSERT_EQ(::mkdir(oclip_dir.c_str(), 0755), 0);
+  std::vector<std::string> encode = {OCLIP_BINARY, "encode", "--model", f.config, "--pretrained",
+                                     checkpoint, "--tokenizer",
+                                     ReferencePath("bpe_simple_vocab_16e6.txt.gz"),
+                                     "--texts-file", texts_file, "--output", oclip_dir};
+  for (const std::string& image : images) {
+    encode.push_back("--image");
+    encode.push_back(image);
+  }
+  testing::CommandResult encoded = RunCommand(encode);
+  ASSERT_EQ(encoded.exit_code, 0) << encoded.err;
+
+  // The same inputs for Python, as oclip prepares them.
+  auto config = ResolveModelConfig(f.config);
+  ASSERT_TRUE(config.ok()) << config.status();
+  PreprocessOptions preprocess;
+  preprocess.image_size = config->vision.image_size;
+  preprocess.mean = config->image_mean;
+  preprocess.std = config->image_std;
+  const int64_t s = preprocess.image_size;
+  torch::Tensor pixels = torch::empty({8, 3, s, s});
+  for (int64_t i = 0; i < 8; ++i) {
+    ASSERT_TRUE(PreprocessImageFile(images[i], preprocess, pixels[i].data_ptr<float>()).ok());
+  }
+  auto tokenizer = LoadTokenizer(*config, ReferencePath("bpe_simple_vocab_16e6.txt.gz"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const std::vector<int64_t> ids = (*tokenizer)->Tokenize(captions);
+  const std::vector<float> id_values(ids.begin(), ids.end());  // < 2^24: exact
+  const std::string images_npy = ScratchPath("python_images.npy");
+  const std::string tokens_npy = ScratchPath("python_tokens.npy");
+  ASSERT_TRUE(WriteNpyFloat32(images_npy, {8, 3, s, s},
+                              absl::MakeConstSpan(pixels.data_ptr<float>(), pixels.numel()))
+                  .ok());
+  ASSERT_TRUE(
+      WriteNpyFloat32(tokens_npy, {8, (*tokenizer)->context_length()}, id_values).ok());
+
+  const std::string python_dir = ScratchPath("python_features");
+  testing::CommandResult python = RunCommand(
+      {"/usr/bin/python3", std::string(OCLIP_SOURCE_DIR) + "/bench/python/encode_reference.py",
+       "--encode", "--config", f.config, "--checkpoint", checkpoint, "--images", images_npy,
+       "--tokens", tokens_npy, "--output", python_dir});
+  ASSERT_EQ(python.exit_code, 0)
+      << "Debian's python3-torch and python3-numpy (scripts/install-deps.sh) load the "
+         "checkpoint strictly:\n"
+      << python.out << python.err;
+  for (const std::string name : {"image_features.npy", "text_features.npy"}) {
+    const torch::Tensor ours = ReadFeatures(oclip_dir + "/" + name);
+    const torch::Tensor theirs = ReadFeatures(python_dir + "/" + name);
+    ASSERT_TRUE(ours.defined() && theirs.defined()) << name;
+    ASSERT_EQ(ours.sizes(), theirs.sizes()) << name;
+    ASSERT_EQ(ours.size(0), 8) << name;
+    const double cosine = torch::cosine_similarity(ours, theirs, 1).min().item<double>();
+    EXPECT_GE(cosine, 0.9999) << name;
+    EXPECT_LT(((ours - theirs).norm() / theirs.norm()).item<double>(), 1e-4) << name;
   }
 }
 
