@@ -18,6 +18,7 @@
 #ifndef OCLIP_MODEL_IMAGE_PIL_RESAMPLE_H_
 #define OCLIP_MODEL_IMAGE_PIL_RESAMPLE_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -78,9 +79,11 @@ class CropResampler {
 
  private:
   // One axis of the resize restricted to the crop: for output i, max_taps
-  // weights (22-bit fixed point, zero-padded) on the inputs from first[i].
-  // Padding keeps first[i] + max_taps <= hi; zero weights add nothing.
+  // weights (22-bit fixed point, zero-padded) on the inputs from lo +
+  // first[i]. Padding keeps lo + first[i] + max_taps <= hi; zero weights add
+  // nothing. Kept while the next image has the same geometry.
   struct Axis {
+    std::array<int, 5> key = {-1, -1, -1, -1, -1};
     bool resized = false;  // false: the axis keeps its size (a copy)
     int lo = 0, hi = 0;    // the inputs any output reads
     int max_taps = 0;
@@ -93,6 +96,7 @@ class CropResampler {
                           Axis* axis);
 
   int bands_ = 0;
+  int width_ = 0;
   CropRect crop_;
   Axis columns_, rows_;
   // The horizontal pass's output: rows [rows_.lo, rows_.hi), crop columns.

@@ -1,5 +1,6 @@
 #include "model/image/preprocess.h"
 
+#include <immintrin.h>
 #include <vips/vips.h>
 
 #include <algorithm>
@@ -148,14 +149,54 @@ void NormalizeRowOf(const uint8_t* row, int width, const NormalizeTable& table, 
   }
 }
 
+// The same for grey and RGB rows with AVX-512: 16 pixels at a time, a byte
+// permute to pick each channel, a gather from its table.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12, inside its AVX-512 headers
+template <int kBands>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) void NormalizeRowAvx512(
+    const uint8_t* row, int width, const NormalizeTable& table, float* out, size_t plane) {
+  __m512i channels[3];
+  for (int c = 0; c < 3; ++c) {
+    alignas(64) uint8_t pick[64] = {};
+    for (int i = 0; i < 16; ++i) pick[i] = static_cast<uint8_t>(i * kBands + (kBands == 3 ? c : 0));
+    channels[c] = _mm512_load_si512(pick);
+  }
+  for (int x = 0; x < width; x += 16) {
+    const int count = std::min(16, width - x);
+    const int bytes = count * kBands;
+    const __mmask64 load = bytes == 64 ? ~__mmask64{0} : (__mmask64{1} << bytes) - 1;
+    const __mmask16 store = static_cast<__mmask16>((1u << count) - 1);
+    const __m512i pixels = _mm512_maskz_loadu_epi8(load, row + x * kBands);
+    for (int c = 0; c < 3; ++c) {
+      const __m512i index = _mm512_cvtepu8_epi32(
+          _mm512_castsi512_si128(_mm512_permutexvar_epi8(channels[c], pixels)));
+      _mm512_mask_storeu_ps(out + c * plane + x, store,
+                            _mm512_i32gather_ps(index, table.values[c], 4));
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
+bool UseAvx512Vbmi() {
+  static const bool supported =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi");
+  return supported;
+}
+
 void NormalizeRow(const uint8_t* row, int bands, int size, int y, const NormalizeTable& table,
                   float* out) {
   const size_t plane = static_cast<size_t>(size) * size;
   float* dst = out + static_cast<size_t>(y) * size;
   switch (bands) {
-    case 1: return NormalizeRowOf<1>(row, size, table, dst, plane);
+    case 1:
+      if (UseAvx512Vbmi()) return NormalizeRowAvx512<1>(row, size, table, dst, plane);
+      return NormalizeRowOf<1>(row, size, table, dst, plane);
     case 2: return NormalizeRowOf<2>(row, size, table, dst, plane);
-    case 3: return NormalizeRowOf<3>(row, size, table, dst, plane);
+    case 3:
+      if (UseAvx512Vbmi()) return NormalizeRowAvx512<3>(row, size, table, dst, plane);
+      return NormalizeRowOf<3>(row, size, table, dst, plane);
     default: return NormalizeRowOf<4>(row, size, table, dst, plane);
   }
 }
@@ -375,8 +416,12 @@ absl::Status PreprocessJpeg(absl::string_view bytes, const PreprocessOptions& op
   const auto [resized_width, resized_height] = ShortSideResize(width, height, size);
   Workspace& workspace = ThreadWorkspace();
   CropResampler& resampler = workspace.resampler;
+  // The fast mode resamples with PIL's bilinear filter: after the DCT
+  // shrink, what is left is a small scale factor, which it handles within
+  // the feature-cosine gate at about half the taps of bicubic.
   resampler.Start(width, height, bands, resized_width, resized_height,
-                  CenterCrop(resized_width, resized_height, size));
+                  CenterCrop(resized_width, resized_height, size),
+                  options.fast_jpeg_shrink ? ResampleFilter::kBilinear : ResampleFilter::kBicubic);
   const size_t stride = static_cast<size_t>(width) * bands;
   workspace.rows.resize(stride * kDecodeRows);
   while (reader.next_row() < height) {
