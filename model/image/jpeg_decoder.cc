@@ -95,6 +95,15 @@ class JpegReader::Decompressor {
     return done;
   }
 
+  bool CropColumns(int* first, int* width) {
+    JDIMENSION x = static_cast<JDIMENSION>(*first), w = static_cast<JDIMENSION>(*width);
+    if (setjmp(errors_.jump)) return false;
+    jpeg_crop_scanline(&info_, &x, &w);
+    *first = static_cast<int>(x);
+    *width = static_cast<int>(w);
+    return true;
+  }
+
   bool Finish() {
     if (setjmp(errors_.jump)) return false;
     jpeg_finish_decompress(&info_);
@@ -170,6 +179,17 @@ absl::StatusOr<int> JpegReader::ReadRows(uint8_t* rows, size_t stride, int count
     }
   }
   return done;
+}
+
+absl::Status JpegReader::CropColumns(int* first, int* width) {
+  if (!decompressor_->started() || next_row() != 0) {
+    return absl::FailedPreconditionError("JPEG columns can only be cropped before the first row");
+  }
+  if (*first < 0 || *width <= 0 || *first + *width > output_width()) {
+    return absl::InvalidArgumentError("JPEG column crop outside the image");
+  }
+  if (!decompressor_->CropColumns(first, width)) return Corrupt(decompressor_->message());
+  return absl::OkStatus();
 }
 
 absl::Status JpegReader::Finish() {

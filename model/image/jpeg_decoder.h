@@ -63,6 +63,13 @@ class JpegReader {
   bool cmyk() const;  // 4 bands of C, M, Y, K (Adobe inversion undone)
   int next_row() const;
 
+  // Before the first row: decode only columns [*first, *first + *width),
+  // widened by libjpeg-turbo to whole iMCU columns (the widened range comes
+  // back in *first and *width; rows then hold *width pixels). The pixels are
+  // a full decode's, except next to the range's edges with fancy
+  // upsampling, which treats them as the image's edges.
+  absl::Status CropColumns(int* first, int* width);
+
   // Decodes up to `count` next rows into `rows`, `stride` bytes apart;
   // returns how many (fewer only at the end of the image).
   absl::StatusOr<int> ReadRows(uint8_t* rows, size_t stride, int count);

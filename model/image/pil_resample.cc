@@ -192,29 +192,63 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m128i Clip8x16(__m
       _mm512_max_epi32(_mm512_srai_epi32(sums, kPrecisionBits), _mm512_setzero_si512()));
 }
 
+// Results of 16 output columns (`results[i]`: column j0 + i, row r's pixel
+// at byte r * kBands) into the n rows of `mid`, `count` columns: a gather per
+// row picks 4 bytes of each column, a byte permute keeps kBands of them.
+template <int kBands>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) void ScatterColumnsAvx512(
+    const uint8_t* results, int count, int n, uint8_t* mid, size_t mid_stride) {
+  alignas(64) int32_t offsets[16];
+  alignas(64) uint8_t keep[64];
+  for (int i = 0; i < 16; ++i) offsets[i] = static_cast<int32_t>(i * kColumnBytes);
+  for (int p = 0; p < 64; ++p) keep[p] = static_cast<uint8_t>(p < 16 * kBands ? p / kBands * 4 + p % kBands : 0);
+  const __m512i columns = _mm512_load_si512(offsets);
+  const __m512i permute = _mm512_load_si512(keep);
+  const int bytes = count * kBands;
+  const __mmask64 store = bytes == 64 ? ~__mmask64{0} : (__mmask64{1} << bytes) - 1;
+  for (int r = 0; r < n; ++r) {
+    const __m512i index = _mm512_add_epi32(columns, _mm512_set1_epi32(r * kBands));
+    __m512i pixels = _mm512_i32gather_epi32(index, results, 1);
+    if constexpr (kBands != 4) pixels = _mm512_permutexvar_epi8(permute, pixels);
+    _mm512_mask_storeu_epi8(mid + r * mid_stride, store, pixels);
+  }
+}
+
 template <int kBands>
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void HorizontalBlockAvx512(
     const uint8_t* block, const int* first, const int32_t* weights, int max_taps, int outputs,
-    int n, uint8_t* mid, size_t mid_stride) {
-  for (int j = 0; j < outputs; ++j) {
-    __m512i sums[kBands];
-    for (int v = 0; v < kBands; ++v) sums[v] = _mm512_set1_epi32(kHalf);
-    const uint8_t* column = block + static_cast<size_t>(first[j]) * kColumnBytes;
-    const int32_t* w = weights + static_cast<size_t>(j) * max_taps;
-    for (int k = 0; k < max_taps; ++k, column += kColumnBytes) {
-      const __m512i weight = _mm512_set1_epi32(w[k]);
+    int n, bool vbmi, uint8_t* mid, size_t mid_stride) {
+  alignas(64) uint8_t results[16][kColumnBytes];
+  for (int j0 = 0; j0 < outputs; j0 += 16) {
+    const int count = std::min(16, outputs - j0);
+    for (int i = 0; i < count; ++i) {
+      const int j = j0 + i;
+      __m512i sums[kBands];
+      for (int v = 0; v < kBands; ++v) sums[v] = _mm512_set1_epi32(kHalf);
+      const uint8_t* column = block + static_cast<size_t>(first[j]) * kColumnBytes;
+      const int32_t* w = weights + static_cast<size_t>(j) * max_taps;
+      for (int k = 0; k < max_taps; ++k, column += kColumnBytes) {
+        const __m512i weight = _mm512_set1_epi32(w[k]);
+        for (int v = 0; v < kBands; ++v) {
+          const __m512i pixels = _mm512_cvtepu8_epi32(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(column + 16 * v)));
+          sums[v] = _mm512_add_epi32(sums[v], _mm512_mullo_epi32(pixels, weight));
+        }
+      }
       for (int v = 0; v < kBands; ++v) {
-        const __m512i pixels = _mm512_cvtepu8_epi32(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(column + 16 * v)));
-        sums[v] = _mm512_add_epi32(sums[v], _mm512_mullo_epi32(pixels, weight));
+        _mm_store_si128(reinterpret_cast<__m128i*>(results[i] + 16 * v), Clip8x16(sums[v]));
       }
     }
-    alignas(64) uint8_t bytes[kColumnBytes];
-    for (int v = 0; v < kBands; ++v) {
-      _mm_store_si128(reinterpret_cast<__m128i*>(bytes + 16 * v), Clip8x16(sums[v]));
+    uint8_t* dst = mid + static_cast<size_t>(j0) * kBands;
+    if (vbmi) {
+      ScatterColumnsAvx512<kBands>(results[0], count, n, dst, mid_stride);
+      continue;
     }
-    uint8_t* dst = mid + static_cast<size_t>(j) * kBands;
-    for (int r = 0; r < n; ++r) std::memcpy(dst + r * mid_stride, bytes + r * kBands, kBands);
+    for (int i = 0; i < count; ++i) {
+      for (int r = 0; r < n; ++r) {
+        std::memcpy(dst + r * mid_stride + i * kBands, results[i] + r * kBands, kBands);
+      }
+    }
   }
 }
 
@@ -222,7 +256,8 @@ template <int kBands>
 void HorizontalBlock(const uint8_t* block, const int* first, const int32_t* weights, int max_taps,
                      int outputs, int n, uint8_t* mid, size_t mid_stride) {
   if (UseAvx512()) {
-    HorizontalBlockAvx512<kBands>(block, first, weights, max_taps, outputs, n, mid, mid_stride);
+    HorizontalBlockAvx512<kBands>(block, first, weights, max_taps, outputs, n, UseAvx512Vbmi(),
+                                  mid, mid_stride);
   } else {
     HorizontalBlockPortable<kBands>(block, first, weights, max_taps, outputs, n, mid, mid_stride);
   }
@@ -369,7 +404,14 @@ void CropResampler::Start(int width, int height, int bands, int resized_width,
   }
 }
 
-void CropResampler::AddRows(int y, int count, const uint8_t* rows, size_t stride) {
+int CropResampler::first_column() const { return columns_.lo; }
+int CropResampler::end_column() const { return columns_.hi; }
+
+void CropResampler::AddRows(int y, int count, const uint8_t* rows, size_t stride,
+                            int first_column, int end_column) {
+  // Columns are counted from the first one present.
+  const int lo = columns_.lo - first_column;
+  const int present = (end_column < 0 ? width_ : end_column) - first_column;
   const int begin = std::max(y, rows_.lo), end = std::min(y + count, rows_.hi);
   for (int row = begin; row < end; row += kBlockRows) {
     const int n = std::min(kBlockRows, end - row);
@@ -377,7 +419,8 @@ void CropResampler::AddRows(int y, int count, const uint8_t* rows, size_t stride
     uint8_t* mid = mid_.data() + static_cast<size_t>(row - rows_.lo) * mid_stride_;
     if (!columns_.resized) {
       for (int r = 0; r < n; ++r) {
-        std::memcpy(mid + r * mid_stride_, src + r * stride + static_cast<size_t>(crop_.left) * bands_,
+        std::memcpy(mid + r * mid_stride_,
+                    src + r * stride + static_cast<size_t>(crop_.left - first_column) * bands_,
                     mid_stride_);
       }
       continue;
@@ -389,19 +432,19 @@ void CropResampler::AddRows(int y, int count, const uint8_t* rows, size_t stride
     const int taps = columns_.max_taps, outputs = crop_.width;
     switch (bands_) {
       case 1:
-        TransposeBlock<1>(src, stride, n, columns_.lo, span, width_, block);
+        TransposeBlock<1>(src, stride, n, lo, span, present, block);
         HorizontalBlock<1>(block, first, weights, taps, outputs, n, mid, mid_stride_);
         break;
       case 2:
-        TransposeBlock<2>(src, stride, n, columns_.lo, span, width_, block);
+        TransposeBlock<2>(src, stride, n, lo, span, present, block);
         HorizontalBlock<2>(block, first, weights, taps, outputs, n, mid, mid_stride_);
         break;
       case 3:
-        TransposeBlock<3>(src, stride, n, columns_.lo, span, width_, block);
+        TransposeBlock<3>(src, stride, n, lo, span, present, block);
         HorizontalBlock<3>(block, first, weights, taps, outputs, n, mid, mid_stride_);
         break;
       default:
-        TransposeBlock<4>(src, stride, n, columns_.lo, span, width_, block);
+        TransposeBlock<4>(src, stride, n, lo, span, present, block);
         HorizontalBlock<4>(block, first, weights, taps, outputs, n, mid, mid_stride_);
         break;
     }

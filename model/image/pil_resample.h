@@ -65,10 +65,18 @@ class CropResampler {
   int first_row() const { return rows_.lo; }
   int end_row() const { return rows_.hi; }
 
+  // The input columns the result depends on: [first_column(), end_column()).
+  int first_column() const;
+  int end_column() const;
+
   // Rows [y, y + count) of the input, `stride` bytes apart. Rows arrive in
   // order and cover [first_row(), end_row()) without gaps; rows outside that
-  // range are ignored. Blocks of 16 or more rows per call run fastest.
-  void AddRows(int y, int count, const uint8_t* rows, size_t stride);
+  // range are ignored. Blocks of 16 or more rows per call run fastest. The
+  // rows may hold only columns [first_column, end_column) (-1: the width), a
+  // range that covers [first_column(), end_column()): `rows` points at
+  // column first_column.
+  void AddRows(int y, int count, const uint8_t* rows, size_t stride, int first_column = 0,
+               int end_column = -1);
 
   // After the last needed row: `emit(y, row)` for each output row in order,
   // crop.width * bands bytes that stay valid until emit returns.

@@ -422,13 +422,22 @@ absl::Status PreprocessJpeg(absl::string_view bytes, const PreprocessOptions& op
   resampler.Start(width, height, bands, resized_width, resized_height,
                   CenterCrop(resized_width, resized_height, size),
                   options.fast_jpeg_shrink ? ResampleFilter::kBilinear : ResampleFilter::kBicubic);
-  const size_t stride = static_cast<size_t>(width) * bands;
+  // The fast mode decodes only the columns the crop needs (whole iMCUs; its
+  // plain upsampling has no edge effects). PIL decodes them all: the parity
+  // mode does too.
+  int first_column = 0, columns = width;
+  if (options.fast_jpeg_shrink) {
+    first_column = resampler.first_column();
+    columns = resampler.end_column() - first_column;
+    OCLIP_RETURN_IF_ERROR(reader.CropColumns(&first_column, &columns));
+  }
+  const size_t stride = static_cast<size_t>(columns) * bands;
   workspace.rows.resize(stride * kDecodeRows);
   while (reader.next_row() < height) {
     const int y = reader.next_row();
     OCLIP_ASSIGN_OR_RETURN(int rows, reader.ReadRows(workspace.rows.data(), stride, kDecodeRows));
     if (rows == 0) return absl::InvalidArgumentError("corrupt JPEG: no rows decoded");
-    resampler.AddRows(y, rows, workspace.rows.data(), stride);
+    resampler.AddRows(y, rows, workspace.rows.data(), stride, first_column, first_column + columns);
   }
   OCLIP_RETURN_IF_ERROR(reader.Finish());
   const NormalizeTable table(options);
