@@ -1,9 +1,16 @@
 #include "model/image/pil_resample.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <utility>
+
+// GCC 12 warns about the _mm512_undefined_* placeholders inside its own
+// AVX-512 headers (-Wmaybe-uninitialized, a known false positive).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
 
 namespace oclip {
 namespace {
@@ -25,7 +32,6 @@ struct TapsOf {
   int first = 0;
   std::vector<Weight> weights;
 };
-using Taps = TapsOf<int32_t>;         // 8-bit images: 22-bit fixed point.
 using DoubleTaps = TapsOf<double>;    // 32-bit images: the doubles themselves.
 
 // Pillow's precompute_coeffs for one axis, for the output indices
@@ -60,20 +66,11 @@ std::vector<DoubleTaps> ComputeDoubleTaps(int in_size, int out_size, int begin, 
   return taps;
 }
 
-// The same taps in Pillow's normalize_coeffs_8bpc fixed point.
-std::vector<Taps> ComputeTaps(int in_size, int out_size, int begin, int end) {
-  std::vector<Taps> taps;
-  for (const DoubleTaps& d : ComputeDoubleTaps(in_size, out_size, begin, end)) {
-    Taps& t = taps.emplace_back();
-    t.first = d.first;
-    t.weights.reserve(d.weights.size());
-    for (double w : d.weights) {
-      t.weights.push_back(static_cast<int32_t>(w < 0 ? -0.5 + w * (1 << kPrecisionBits)
-                                                     : 0.5 + w * (1 << kPrecisionBits)));
-    }
-  }
-  return taps;
+double BilinearFilter(double x) {
+  x = std::fabs(x);
+  return x < 1.0 ? 1.0 - x : 0.0;
 }
+constexpr double kBilinearSupport = 1.0;
 
 // The first source row and the number of rows that the vertical pass with
 // `vtaps` reads: the crop's own rows when there is no vertical pass.
@@ -87,106 +84,409 @@ std::pair<int, int> RowsRead(const std::vector<TapsOf<Weight>>& vtaps, const Cro
   return {vtaps.front().first, last_row - vtaps.front().first};
 }
 
-// Pillow accumulates in a 32-bit int; the sums of 8-bit pixels times 22-bit
-// weights stay below 2^31 for normalized kernels.
-inline uint8_t Clip8(int32_t v) {
-  if (v >= (int32_t{1} << kPrecisionBits << 8)) return 255;
-  if (v <= 0) return 0;
-  return static_cast<uint8_t>(v >> kPrecisionBits);
+// Pillow accumulates in a 32-bit int, starting from half a unit; the sums of
+// 8-bit pixels times 22-bit weights stay below 2^31 for normalized kernels.
+// Its clip8 (>= 1 << 30: 255, <= 0: 0, else >> 22) equals clamping the
+// arithmetic shift to 0..255.
+constexpr int32_t kHalf = int32_t{1} << (kPrecisionBits - 1);
+inline uint8_t Clip8(int32_t v) { return static_cast<uint8_t>(std::clamp(v >> kPrecisionBits, 0, 255)); }
+
+// The horizontal pass works on blocks of kBlockRows rows, transposed so that
+// input column x of the block is kColumnBytes contiguous bytes: row r's
+// pixel at byte r * bands. 16 rows of up to 4 bands fill one cache line.
+constexpr int kBlockRows = 16;
+constexpr size_t kColumnBytes = 64;
+
+bool simd_allowed = true;
+
+bool UseAvx512() {
+  static const bool supported =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl");
+  return supported && simd_allowed;
 }
 
-// out row j = Clip8(Σ_k weights_k · in row (first_j - row_offset + k)), over
-// `width` bytes per row. Every output byte is the same integer sum as
-// Pillow's; the loop runs over whole rows so that it vectorizes (with AVX2
-// where the CPU has it).
-__attribute__((target_clones("avx2", "default"))) void FilterRows(
-    const uint8_t* in, size_t width, const std::vector<Taps>& taps, int row_offset,
-    uint8_t* out) {
-  // Reused across calls: fresh multi-megabyte buffers cost page faults.
-  thread_local std::vector<int32_t> sums;
-  sums.resize(width);
-  for (size_t j = 0; j < taps.size(); ++j) {
-    const Taps& t = taps[j];
-    const uint8_t* src = in + static_cast<size_t>(t.first - row_offset) * width;
-    std::fill(sums.begin(), sums.end(), 1 << (kPrecisionBits - 1));
-    for (size_t k = 0; k < t.weights.size(); ++k) {
-      const int32_t w = t.weights[k];
-      const uint8_t* row = src + k * width;
-      for (size_t i = 0; i < width; ++i) sums[i] += row[i] * w;
-    }
-    uint8_t* dst = out + j * width;
-    for (size_t i = 0; i < width; ++i) dst[i] = Clip8(sums[i]);
-  }
+// AVX-512 VBMI (byte permutes) as well, for the gathering transpose.
+bool UseAvx512Vbmi() {
+  static const bool supported = __builtin_cpu_supports("avx512vbmi");
+  return supported && UseAvx512();
 }
 
-// Swaps the pixel axes of a [rows, cols, kBands] block: out[c][r] = in[r][c].
+// Columns [lo, lo + span) of n rows into the column-major block.
 template <int kBands>
-void TransposePixelsOf(const uint8_t* in, int rows, int cols, uint8_t* out) {
-  const size_t out_stride = static_cast<size_t>(rows) * kBands;
-  for (int r = 0; r < rows; ++r) {
-    const uint8_t* src = in + static_cast<size_t>(r) * cols * kBands;
-    uint8_t* dst = out + static_cast<size_t>(r) * kBands;
-    for (int c = 0; c < cols; ++c, src += kBands, dst += out_stride) {
-      for (int b = 0; b < kBands; ++b) dst[b] = src[b];
+void TransposeBlockPortable(const uint8_t* rows, size_t stride, int n, int lo, int span,
+                            uint8_t* block) {
+  for (int r = 0; r < n; ++r) {
+    const uint8_t* src = rows + r * stride + static_cast<size_t>(lo) * kBands;
+    uint8_t* dst = block + r * kBands;
+    int x = 0;
+    if constexpr (kBands == 3) {
+      // 4-byte moves; the 4th byte lands in the next row's slot (written
+      // after) or the padding. The last pixel is copied alone so as not to
+      // read past the row.
+      for (; x + 1 < span; ++x) std::memcpy(dst + x * kColumnBytes, src + x * 3, 4);
+    }
+    for (; x < span; ++x) std::memcpy(dst + x * kColumnBytes, src + x * kBands, kBands);
+  }
+}
+
+// The same with AVX-512: one gather per column fetches 4 bytes of each of
+// the n rows, a byte permute keeps the first kBands of each. The last pixels
+// of a row are left to the portable loop (a 4-byte read there could pass the
+// end of the buffer). Returns how many columns it did.
+template <int kBands>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) int TransposeBlockAvx512(
+    const uint8_t* rows, size_t stride, int n, int lo, int span, int width, uint8_t* block) {
+  const int end = std::min(span, width - lo - 3);
+  if (end <= 0) return 0;
+  alignas(64) int32_t offsets[16];
+  alignas(64) uint8_t keep[64];
+  for (int r = 0; r < 16; ++r) offsets[r] = static_cast<int32_t>(r * stride);
+  for (int p = 0; p < 64; ++p) keep[p] = static_cast<uint8_t>(p < 16 * kBands ? p / kBands * 4 + p % kBands : 0);
+  const __m512i row_offsets = _mm512_load_si512(offsets);
+  const __m512i permute = _mm512_load_si512(keep);
+  const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1);
+  const uint8_t* base = rows + static_cast<size_t>(lo) * kBands;
+  for (int x = 0; x < end; ++x) {
+    const __m512i index = _mm512_add_epi32(row_offsets, _mm512_set1_epi32(x * kBands));
+    __m512i pixels = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, index, base, 1);
+    if constexpr (kBands != 4) pixels = _mm512_permutexvar_epi8(permute, pixels);
+    _mm512_storeu_si512(block + static_cast<size_t>(x) * kColumnBytes, pixels);
+  }
+  return end;
+}
+
+template <int kBands>
+void TransposeBlock(const uint8_t* rows, size_t stride, int n, int lo, int span, int width,
+                    uint8_t* block) {
+  int done = 0;
+  if (UseAvx512Vbmi()) done = TransposeBlockAvx512<kBands>(rows, stride, n, lo, span, width, block);
+  TransposeBlockPortable<kBands>(rows, stride, n, lo + done, span - done,
+                                 block + static_cast<size_t>(done) * kColumnBytes);
+}
+
+// Horizontal pass over one transposed block: output column j of the n rows.
+template <int kBands>
+void HorizontalBlockPortable(const uint8_t* block, const int* first, const int32_t* weights,
+                             int max_taps, int outputs, int n, uint8_t* mid, size_t mid_stride) {
+  constexpr int kLanes = kBlockRows * kBands;
+  for (int j = 0; j < outputs; ++j) {
+    int32_t sums[kLanes];
+    for (int i = 0; i < kLanes; ++i) sums[i] = kHalf;
+    const uint8_t* column = block + static_cast<size_t>(first[j]) * kColumnBytes;
+    const int32_t* w = weights + static_cast<size_t>(j) * max_taps;
+    for (int k = 0; k < max_taps; ++k, column += kColumnBytes) {
+      for (int i = 0; i < kLanes; ++i) sums[i] += column[i] * w[k];
+    }
+    for (int r = 0; r < n; ++r) {
+      for (int b = 0; b < kBands; ++b) {
+        mid[r * mid_stride + static_cast<size_t>(j) * kBands + b] = Clip8(sums[r * kBands + b]);
+      }
     }
   }
 }
 
-void TransposePixels(const uint8_t* in, int rows, int cols, int bands, uint8_t* out) {
-  switch (bands) {
-    case 1: return TransposePixelsOf<1>(in, rows, cols, out);
-    case 2: return TransposePixelsOf<2>(in, rows, cols, out);
-    case 3: return TransposePixelsOf<3>(in, rows, cols, out);
-    default: return TransposePixelsOf<4>(in, rows, cols, out);
+// 16 sums to 16 bytes, as Clip8 does each.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m128i Clip8x16(__m512i sums) {
+  return _mm512_cvtusepi32_epi8(
+      _mm512_max_epi32(_mm512_srai_epi32(sums, kPrecisionBits), _mm512_setzero_si512()));
+}
+
+// Results of 16 output columns (`results[i]`: column j0 + i, row r's pixel
+// at byte r * kBands) into the n rows of `mid`, `count` columns: a gather per
+// row picks 4 bytes of each column, a byte permute keeps kBands of them.
+template <int kBands>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) void ScatterColumnsAvx512(
+    const uint8_t* results, int count, int n, uint8_t* mid, size_t mid_stride) {
+  alignas(64) int32_t offsets[16];
+  alignas(64) uint8_t keep[64];
+  for (int i = 0; i < 16; ++i) offsets[i] = static_cast<int32_t>(i * kColumnBytes);
+  for (int p = 0; p < 64; ++p) keep[p] = static_cast<uint8_t>(p < 16 * kBands ? p / kBands * 4 + p % kBands : 0);
+  const __m512i columns = _mm512_load_si512(offsets);
+  const __m512i permute = _mm512_load_si512(keep);
+  const int bytes = count * kBands;
+  const __mmask64 store = bytes == 64 ? ~__mmask64{0} : (__mmask64{1} << bytes) - 1;
+  for (int r = 0; r < n; ++r) {
+    const __m512i index = _mm512_add_epi32(columns, _mm512_set1_epi32(r * kBands));
+    __m512i pixels = _mm512_i32gather_epi32(index, results, 1);
+    if constexpr (kBands != 4) pixels = _mm512_permutexvar_epi8(permute, pixels);
+    _mm512_mask_storeu_epi8(mid + r * mid_stride, store, pixels);
+  }
+}
+
+template <int kBands>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void HorizontalBlockAvx512(
+    const uint8_t* block, const int* first, const int32_t* weights, int max_taps, int outputs,
+    int n, bool vbmi, uint8_t* mid, size_t mid_stride) {
+  alignas(64) uint8_t results[16][kColumnBytes];
+  for (int j0 = 0; j0 < outputs; j0 += 16) {
+    const int count = std::min(16, outputs - j0);
+    for (int i = 0; i < count; ++i) {
+      const int j = j0 + i;
+      __m512i sums[kBands];
+      for (int v = 0; v < kBands; ++v) sums[v] = _mm512_set1_epi32(kHalf);
+      const uint8_t* column = block + static_cast<size_t>(first[j]) * kColumnBytes;
+      const int32_t* w = weights + static_cast<size_t>(j) * max_taps;
+      for (int k = 0; k < max_taps; ++k, column += kColumnBytes) {
+        const __m512i weight = _mm512_set1_epi32(w[k]);
+        for (int v = 0; v < kBands; ++v) {
+          const __m512i pixels = _mm512_cvtepu8_epi32(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(column + 16 * v)));
+          sums[v] = _mm512_add_epi32(sums[v], _mm512_mullo_epi32(pixels, weight));
+        }
+      }
+      for (int v = 0; v < kBands; ++v) {
+        _mm_store_si128(reinterpret_cast<__m128i*>(results[i] + 16 * v), Clip8x16(sums[v]));
+      }
+    }
+    uint8_t* dst = mid + static_cast<size_t>(j0) * kBands;
+    if (vbmi) {
+      ScatterColumnsAvx512<kBands>(results[0], count, n, dst, mid_stride);
+      continue;
+    }
+    for (int i = 0; i < count; ++i) {
+      for (int r = 0; r < n; ++r) {
+        std::memcpy(dst + r * mid_stride + i * kBands, results[i] + r * kBands, kBands);
+      }
+    }
+  }
+}
+
+template <int kBands>
+void HorizontalBlock(const uint8_t* block, const int* first, const int32_t* weights, int max_taps,
+                     int outputs, int n, uint8_t* mid, size_t mid_stride) {
+  if (UseAvx512()) {
+    HorizontalBlockAvx512<kBands>(block, first, weights, max_taps, outputs, n, UseAvx512Vbmi(),
+                                  mid, mid_stride);
+  } else {
+    HorizontalBlockPortable<kBands>(block, first, weights, max_taps, outputs, n, mid, mid_stride);
+  }
+}
+
+// One output row of the vertical pass: out[i] = Clip8(Σ_k w_k · rows[k][i])
+// over `width` bytes, rows[k] = top + k * stride.
+__attribute__((target_clones("avx2", "default"))) void VerticalRowPortable(
+    const uint8_t* top, size_t stride, const int32_t* w, int taps, size_t width,
+    int32_t* sums, uint8_t* out) {
+  std::fill(sums, sums + width, kHalf);
+  for (int k = 0; k < taps; ++k) {
+    const uint8_t* row = top + k * stride;
+    const int32_t weight = w[k];
+    for (size_t i = 0; i < width; ++i) sums[i] += row[i] * weight;
+  }
+  for (size_t i = 0; i < width; ++i) out[i] = Clip8(sums[i]);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void VerticalRowAvx512(
+    const uint8_t* top, size_t stride, const int32_t* w, int taps, size_t width, uint8_t* out) {
+  size_t i = 0;
+  // 64 bytes at a time in four accumulators, then 16 at a time, then a masked tail.
+  for (; i + 64 <= width; i += 64) {
+    __m512i s0 = _mm512_set1_epi32(kHalf), s1 = s0, s2 = s0, s3 = s0;
+    const uint8_t* row = top + i;
+    for (int k = 0; k < taps; ++k, row += stride) {
+      const __m512i weight = _mm512_set1_epi32(w[k]);
+      const __m512i bytes = _mm512_loadu_si512(row);
+      s0 = _mm512_add_epi32(s0, _mm512_mullo_epi32(
+                                    _mm512_cvtepu8_epi32(_mm512_castsi512_si128(bytes)), weight));
+      s1 = _mm512_add_epi32(s1, _mm512_mullo_epi32(
+                                    _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, 1)),
+                                    weight));
+      s2 = _mm512_add_epi32(s2, _mm512_mullo_epi32(
+                                    _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, 2)),
+                                    weight));
+      s3 = _mm512_add_epi32(s3, _mm512_mullo_epi32(
+                                    _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, 3)),
+                                    weight));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), Clip8x16(s0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i + 16), Clip8x16(s1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i + 32), Clip8x16(s2));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i + 48), Clip8x16(s3));
+  }
+  for (; i < width; i += 16) {
+    const size_t count = std::min<size_t>(16, width - i);
+    const __mmask16 mask = static_cast<__mmask16>((1u << count) - 1);
+    __m512i sum = _mm512_set1_epi32(kHalf);
+    const uint8_t* row = top + i;
+    for (int k = 0; k < taps; ++k, row += stride) {
+      const __m512i pixels = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, row));
+      sum = _mm512_add_epi32(sum, _mm512_mullo_epi32(pixels, _mm512_set1_epi32(w[k])));
+    }
+    _mm_mask_storeu_epi8(out + i, mask, Clip8x16(sum));
   }
 }
 
 }  // namespace
+#pragma GCC diagnostic pop
+
+void CropResampler::AllowSimdForTesting(bool allow) { simd_allowed = allow; }
+
+void CropResampler::ComputeAxis(int in_size, int out_size, int begin, int end,
+                                ResampleFilter filter, Axis* axis) {
+  const std::array<int, 5> key = {in_size, out_size, begin, end, static_cast<int>(filter)};
+  if (key == axis->key) return;  // The same axis as the last image's.
+  axis->key = key;
+  axis->resized = in_size != out_size;
+  if (!axis->resized) {
+    axis->lo = begin;
+    axis->hi = end;
+    axis->max_taps = 0;
+    return;
+  }
+  const bool bicubic = filter == ResampleFilter::kBicubic;
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filter_scale = std::max(scale, 1.0);
+  const double support = (bicubic ? kBicubicSupport : kBilinearSupport) * filter_scale;
+  const double ss = 1.0 / filter_scale;
+  // Pillow's precompute_coeffs: input range and normalized weights per output.
+  const int outputs = end - begin;
+  std::vector<double>& raw = axis->scratch;
+  const int ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  raw.assign(static_cast<size_t>(outputs) * ksize, 0.0);
+  axis->first.resize(outputs);
+  std::vector<int>& counts = axis->counts;
+  counts.resize(outputs);
+  axis->lo = in_size;
+  axis->hi = 0;
+  for (int xx = begin; xx < end; ++xx) {
+    const double center = (xx + 0.5) * scale;
+    // Pillow truncates with (int) casts here, on values that may be negative.
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double* k = raw.data() + static_cast<size_t>(xx - begin) * ksize;
+    double total = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      const double arg = (x + xmin - center + 0.5) * ss;
+      const double w = bicubic ? BicubicFilter(arg) : BilinearFilter(arg);
+      k[x] = w;
+      total += w;
+    }
+    if (total != 0.0) {
+      for (int x = 0; x < xmax; ++x) k[x] /= total;
+    }
+    axis->first[xx - begin] = xmin;
+    counts[xx - begin] = xmax;
+    axis->lo = std::min(axis->lo, xmin);
+    axis->hi = std::max(axis->hi, xmin + xmax);
+  }
+  axis->max_taps = *std::max_element(counts.begin(), counts.end());
+  axis->weights.assign(static_cast<size_t>(outputs) * axis->max_taps, 0);
+  for (int i = 0; i < outputs; ++i) {
+    // Pillow's normalize_coeffs_8bpc, placed so that the padded taps stay
+    // inside [lo, hi): an output near the end starts earlier, behind zeros.
+    const int first = std::min(axis->first[i], axis->hi - axis->max_taps);
+    const int shift = axis->first[i] - first;
+    const double* k = raw.data() + static_cast<size_t>(i) * ksize;
+    int32_t* w = axis->weights.data() + static_cast<size_t>(i) * axis->max_taps;
+    for (int x = 0; x < counts[i]; ++x) {
+      w[shift + x] = static_cast<int32_t>(k[x] < 0 ? -0.5 + k[x] * (1 << kPrecisionBits)
+                                                   : 0.5 + k[x] * (1 << kPrecisionBits));
+    }
+    axis->first[i] = first - axis->lo;
+  }
+}
+
+void CropResampler::Start(int width, int height, int bands, int resized_width,
+                          int resized_height, const CropRect& crop, ResampleFilter filter) {
+  bands_ = bands;
+  crop_ = crop;
+  ComputeAxis(width, resized_width, crop.left, crop.left + crop.width, filter, &columns_);
+  ComputeAxis(height, resized_height, crop.top, crop.top + crop.height, filter, &rows_);
+  mid_stride_ = static_cast<size_t>(crop.width) * bands;
+  mid_.resize(mid_stride_ * (rows_.hi - rows_.lo));
+  width_ = width;
+  if (columns_.resized) {
+    transposed_.resize(static_cast<size_t>(columns_.hi - columns_.lo) * kColumnBytes);
+  }
+}
+
+int CropResampler::first_column() const { return columns_.lo; }
+int CropResampler::end_column() const { return columns_.hi; }
+
+void CropResampler::AddRows(int y, int count, const uint8_t* rows, size_t stride,
+                            int first_column, int end_column) {
+  // Columns are counted from the first one present.
+  const int lo = columns_.lo - first_column;
+  const int present = (end_column < 0 ? width_ : end_column) - first_column;
+  const int begin = std::max(y, rows_.lo), end = std::min(y + count, rows_.hi);
+  for (int row = begin; row < end; row += kBlockRows) {
+    const int n = std::min(kBlockRows, end - row);
+    const uint8_t* src = rows + static_cast<size_t>(row - y) * stride;
+    uint8_t* mid = mid_.data() + static_cast<size_t>(row - rows_.lo) * mid_stride_;
+    if (!columns_.resized) {
+      for (int r = 0; r < n; ++r) {
+        std::memcpy(mid + r * mid_stride_,
+                    src + r * stride + static_cast<size_t>(crop_.left - first_column) * bands_,
+                    mid_stride_);
+      }
+      continue;
+    }
+    const int span = columns_.hi - columns_.lo;
+    uint8_t* block = transposed_.data();
+    const int* first = columns_.first.data();
+    const int32_t* weights = columns_.weights.data();
+    const int taps = columns_.max_taps, outputs = crop_.width;
+    switch (bands_) {
+      case 1:
+        TransposeBlock<1>(src, stride, n, lo, span, present, block);
+        HorizontalBlock<1>(block, first, weights, taps, outputs, n, mid, mid_stride_);
+        break;
+      case 2:
+        TransposeBlock<2>(src, stride, n, lo, span, present, block);
+        HorizontalBlock<2>(block, first, weights, taps, outputs, n, mid, mid_stride_);
+        break;
+      case 3:
+        TransposeBlock<3>(src, stride, n, lo, span, present, block);
+        HorizontalBlock<3>(block, first, weights, taps, outputs, n, mid, mid_stride_);
+        break;
+      default:
+        TransposeBlock<4>(src, stride, n, lo, span, present, block);
+        HorizontalBlock<4>(block, first, weights, taps, outputs, n, mid, mid_stride_);
+        break;
+    }
+  }
+}
+
+void CropResampler::Finish(absl::FunctionRef<void(int y, const uint8_t* row)> emit) {
+  if (!rows_.resized) {
+    for (int y = 0; y < crop_.height; ++y) emit(y, mid_.data() + y * mid_stride_);
+    return;
+  }
+  out_row_.resize(mid_stride_);
+  thread_local std::vector<int32_t> sums;
+  const bool avx512 = UseAvx512();
+  if (!avx512) sums.resize(mid_stride_);
+  for (int y = 0; y < crop_.height; ++y) {
+    const uint8_t* top = mid_.data() + static_cast<size_t>(rows_.first[y]) * mid_stride_;
+    const int32_t* w = rows_.weights.data() + static_cast<size_t>(y) * rows_.max_taps;
+    if (avx512) {
+      VerticalRowAvx512(top, mid_stride_, w, rows_.max_taps, mid_stride_, out_row_.data());
+    } else {
+      VerticalRowPortable(top, mid_stride_, w, rows_.max_taps, mid_stride_, sums.data(),
+                          out_row_.data());
+    }
+    emit(y, out_row_.data());
+  }
+}
 
 Image8 ResizeBicubicAndCrop(const Image8& in, int resized_width, int resized_height,
                             const CropRect& crop) {
-  const int bands = in.bands;
-  const bool horizontal = resized_width != in.width;
-  const bool vertical = resized_height != in.height;
-
-  const std::vector<Taps> vtaps =
-      vertical ? ComputeTaps(in.height, resized_height, crop.top, crop.top + crop.height)
-               : std::vector<Taps>();
-  const auto [first_row, rows] = RowsRead(vtaps, crop);
-
-  // Horizontal pass over those rows, only the cropped columns. It runs as a
-  // row filter on the transposed image, so that it vectorizes like the
-  // vertical pass.
-  Image8 mid;
-  mid.width = crop.width;
-  mid.height = rows;
-  mid.bands = bands;
-  mid.pixels.resize(static_cast<size_t>(mid.width) * mid.height * bands);
-  if (horizontal) {
-    const std::vector<Taps> htaps =
-        ComputeTaps(in.width, resized_width, crop.left, crop.left + crop.width);
-    thread_local std::vector<uint8_t> transposed, filtered;
-    transposed.resize(static_cast<size_t>(in.width) * rows * bands);
-    TransposePixels(in.row(first_row), rows, in.width, bands, transposed.data());
-    filtered.resize(static_cast<size_t>(crop.width) * rows * bands);
-    FilterRows(transposed.data(), static_cast<size_t>(rows) * bands, htaps, 0, filtered.data());
-    TransposePixels(filtered.data(), crop.width, rows, bands, mid.pixels.data());
-  } else {
-    for (int y = 0; y < rows; ++y) {
-      std::copy_n(in.row(first_row + y) + static_cast<size_t>(crop.left) * bands,
-                  static_cast<size_t>(crop.width) * bands,
-                  mid.pixels.data() + static_cast<size_t>(y) * mid.width * bands);
-    }
-  }
-  if (!vertical) return mid;
-
+  thread_local CropResampler resampler;
+  resampler.Start(in.width, in.height, in.bands, resized_width, resized_height, crop);
+  resampler.AddRows(0, in.height, in.pixels.data(), static_cast<size_t>(in.width) * in.bands);
   Image8 out;
   out.width = crop.width;
   out.height = crop.height;
-  out.bands = bands;
-  out.pixels.resize(static_cast<size_t>(out.width) * out.height * bands);
-  FilterRows(mid.pixels.data(), static_cast<size_t>(mid.width) * bands, vtaps, first_row,
-             out.pixels.data());
+  out.bands = in.bands;
+  out.pixels.resize(static_cast<size_t>(out.width) * out.height * out.bands);
+  const size_t row_bytes = static_cast<size_t>(out.width) * out.bands;
+  resampler.Finish([&](int y, const uint8_t* row) {
+    std::memcpy(out.pixels.data() + y * row_bytes, row, row_bytes);
+  });
   return out;
 }
 
@@ -314,16 +614,19 @@ void PremultiplyAlpha(Image8& image) {
   }
 }
 
-void UnpremultiplyAlpha(Image8& image) {
-  const int bands = image.bands;
-  for (size_t i = 0; i < image.pixels.size(); i += bands) {
-    const uint32_t alpha = image.pixels[i + bands - 1];
+void UnpremultiplyAlpha(uint8_t* pixels, size_t n, int bands) {
+  for (size_t i = 0; i < n * bands; i += bands) {
+    const uint32_t alpha = pixels[i + bands - 1];
     if (alpha == 255 || alpha == 0) continue;  // Pillow leaves these as they are.
     for (int b = 0; b < bands - 1; ++b) {
-      image.pixels[i + b] =
-          static_cast<uint8_t>(std::min<uint32_t>(255, 255 * image.pixels[i + b] / alpha));
+      pixels[i + b] = static_cast<uint8_t>(std::min<uint32_t>(255, 255 * pixels[i + b] / alpha));
     }
   }
+}
+
+void UnpremultiplyAlpha(Image8& image) {
+  UnpremultiplyAlpha(image.pixels.data(), static_cast<size_t>(image.width) * image.height,
+                     image.bands);
 }
 
 }  // namespace oclip

@@ -10,6 +10,10 @@
 //
 // The output is written into a caller-provided float buffer of
 // 3 * image_size * image_size values (CHW), e.g. a slot of a batch tensor.
+// JPEGs (not CMYK) are streamed: decoded rows are resampled a block at a time
+// as libjpeg-turbo produces them and each output row is normalized straight
+// into `out`, with buffers reused per thread, so that no full-size copy of
+// the image is made.
 //
 // Errors: INVALID_ARGUMENT for bytes that are not a decodable image, or an
 // image larger than `max_pixels` (decompression bombs); NOT_FOUND for a
@@ -35,10 +39,10 @@ struct PreprocessOptions {
   std::array<float, 3> mean = {0.48145466f, 0.4578275f, 0.40821073f};
   std::array<float, 3> std = {0.26862954f, 0.26130258f, 0.27577711f};
   int64_t max_pixels = 178956970;  // PIL's decompression-bomb limit.
-  // Fast mode, not PIL-exact: JPEGs are decoded at 1/2, 1/4 or 1/8 scale in
-  // the DCT domain (libjpeg's shrink-on-load) when the result still covers
-  // `image_size`, with the fast integer DCT and plain chroma upsampling, then
-  // resampled as usual.
+  // Fast mode, not PIL-exact: JPEGs are decoded at the smallest scale M/8
+  // (M = 1..8, libjpeg-turbo's scaled IDCTs: shrink-on-load) whose shorter
+  // side still covers `image_size`, with the fast integer DCT and plain
+  // chroma upsampling, then resampled as usual.
   bool fast_jpeg_shrink = false;
 };
 

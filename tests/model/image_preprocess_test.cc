@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <jpeglib.h>
 
+#include "core/safetensors.h"
 #include "tests/core/run_command.h"
 #include "tests/core/scratch_dir.h"
 #include "tests/model/parity.h"
@@ -244,54 +245,46 @@ TEST(ImagePreprocessTest, CmykJpegsConvertWithPilsFormula) {
   }
 }
 
-// Fast mode trades PIL-exact pixels for speed; the features it gives must
-// stay within cosine 0.999 of OpenCLIP's.
+// Fast mode trades PIL-exact pixels for speed (JPEGs: DCT shrink-on-load,
+// fast IDCT, plain chroma upsampling, bilinear resampling); the features it
+// gives must stay within cosine 0.999 of OpenCLIP's, for every reference
+// image (those that are not JPEGs take the parity path).
 TEST(ImagePreprocessFastModeTest, KeepsFeaturesWithinCosine999) {
   auto model = LoadFixtureModel("tiny-vit");
   ASSERT_NE(model, nullptr);
   torch::Tensor expected = LoadReferenceTensor("tiny-vit.expected.safetensors", "image_features");
-  // Rows of the JPEG images in the reference's image_order.
-  const std::pair<const char*, int> jpegs[] = {{"gray.jpg", 2}, {"landscape.jpg", 3}};
+  auto reader = SafetensorsReader::Open(ReferencePath("tiny-vit.expected.safetensors"));
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  const std::vector<std::string> images =
+      nlohmann::json::parse((*reader)->metadata().at("image_order"));  // The rows of `expected`.
+  ASSERT_EQ(static_cast<int64_t>(images.size()), expected.size(0));
   PreprocessOptions options;
   options.image_size = 64;
   options.fast_jpeg_shrink = true;
   torch::InferenceMode inference;
-  for (const auto& [image, row] : jpegs) {
+  for (size_t row = 0; row < images.size(); ++row) {
+    const std::string& image = images[row];
     torch::Tensor pixels = torch::empty({1, 3, 64, 64});
-    ASSERT_TRUE(PreprocessImageFile(ReferencePath(std::string("images/") + image), options,
+    ASSERT_TRUE(PreprocessImageFile(ReferencePath("images/" + image), options,
                                     pixels.data_ptr<float>())
                     .ok());
     auto features = model->EncodeImage(pixels);
     ASSERT_TRUE(features.ok());
-    const double cosine =
-        torch::cosine_similarity(features->view({-1}), expected[row], 0).item<double>();
-    std::printf("[ fast     ] %s: feature cosine %.6f\n", image, cosine);
+    const double cosine = torch::cosine_similarity(features->view({-1}),
+                                                   expected[static_cast<int64_t>(row)], 0)
+                              .item<double>();
+    std::printf("[ fast     ] %s: feature cosine %.6f\n", image.c_str(), cosine);
     EXPECT_GE(cosine, 0.999) << image;
   }
 }
 
-
-// Against PIL itself, for the image modes PIL sends down their own paths
-// (tests/model/pil_eval_transform.py makes the images and runs OpenCLIP's eval
-// transform on them): a GIF's transparent palette index keeps its colour, a
-// grey-palette GIF is "L" (bicubic, not nearest), 16-bit grey is "I" (resized
-// in 32 bits, then clipped to 0..255 by convert("RGB")), 16-bit RGB keeps the
-// high byte, bilevel "1" resizes with nearest neighbour. Every pixel must be
-// PIL's, downscaled and upscaled.
-TEST(ImagePreprocessTest, MatchesPilOnItsSpecialModes) {
+// The largest difference, in 1/255 units, between oclip's eval transform and
+// PIL's (tests/model/pil_eval_transform.py, which also makes the images in
+// `folder`) for each image at each size, printed as it goes.
+void ExpectSameAsPil(const std::string& folder, const std::vector<std::string>& images,
+                     const std::vector<int>& sizes) {
   const std::string python = "/usr/bin/python3";  // Debian's, with python3-pil.
   const std::string script = std::string(OCLIP_SOURCE_DIR) + "/tests/model/pil_eval_transform.py";
-  ASSERT_EQ(RunCommand({python, "-c", "import PIL"}).exit_code, 0)
-      << python << " cannot import PIL (Debian: python3-pil, installed by scripts/install-deps.sh)";
-  const std::string folder = ScratchPath("pil_modes");
-  ASSERT_EQ(RunCommand({"mkdir", "-p", folder}).exit_code, 0);
-  const auto made = RunCommand({python, script, "make", folder});
-  ASSERT_EQ(made.exit_code, 0) << made.command << "\n" << made.err;
-
-  const std::vector<std::string> images = {"transparent.gif", "grey.gif",       "grey16.png",
-                                           "rgb16.png",       "bilevel.png",    "grey_alpha.png",
-                                           "transparent_palette.png"};
-  const std::vector<int> sizes = {16, 64};  // 45x33 images: down- and upscaling.
   nlohmann::json jobs = nlohmann::json::array();
   for (const std::string& image : images) {
     for (int size : sizes) {
@@ -327,6 +320,48 @@ TEST(ImagePreprocessTest, MatchesPilOnItsSpecialModes) {
     std::printf("[ pixels   ] %s at %d: max %d/255\n", name.c_str(), size, max_diff);
     EXPECT_EQ(max_diff, 0) << name << " at " << size;
   }
+}
+
+// Makes the images of tests/model/pil_eval_transform.py in a scratch folder.
+std::string MakePilImages(const std::string& name) {
+  const std::string python = "/usr/bin/python3";
+  const std::string script = std::string(OCLIP_SOURCE_DIR) + "/tests/model/pil_eval_transform.py";
+  EXPECT_EQ(RunCommand({python, "-c", "import PIL"}).exit_code, 0)
+      << python << " cannot import PIL (Debian: python3-pil, installed by scripts/install-deps.sh)";
+  const std::string folder = ScratchPath(name);
+  EXPECT_EQ(RunCommand({"mkdir", "-p", folder}).exit_code, 0);
+  const auto made = RunCommand({python, script, "make", folder});
+  EXPECT_EQ(made.exit_code, 0) << made.command << "\n" << made.err;
+  return folder;
+}
+
+// Against PIL itself, for the image modes PIL sends down their own paths
+// (tests/model/pil_eval_transform.py makes the images and runs OpenCLIP's eval
+// transform on them): a GIF's transparent palette index keeps its colour, a
+// grey-palette GIF is "L" (bicubic, not nearest), 16-bit grey is "I" (resized
+// in 32 bits, then clipped to 0..255 by convert("RGB")), 16-bit RGB keeps the
+// high byte, bilevel "1" resizes with nearest neighbour. Every pixel must be
+// PIL's, downscaled and upscaled.
+TEST(ImagePreprocessTest, MatchesPilOnItsSpecialModes) {
+  const std::string folder = MakePilImages("pil_modes");
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  ExpectSameAsPil(folder,
+                  {"transparent.gif", "grey.gif", "grey16.png", "rgb16.png", "bilevel.png",
+                   "grey_alpha.png", "transparent_palette.png"},
+                  {16, 64});  // 45x33 images: down- and upscaling.
+}
+
+// JPEGs take oclip's streaming path (libjpeg-turbo rows resampled block by
+// block as they are decoded); every pixel must still be PIL's, for each
+// chroma subsampling, grey, progressive, odd sizes and portrait, down- and
+// upscaled.
+TEST(ImagePreprocessTest, JpegsMatchPilExactly) {
+  const std::string folder = MakePilImages("pil_jpegs");
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  ExpectSameAsPil(folder,
+                  {"photo444.jpg", "photo422.jpg", "photo420.jpg", "portrait420.jpg", "odd420.jpg",
+                   "grey.jpg", "progressive.jpg"},
+                  {16, 64, 224});
 }
 
 }  // namespace

@@ -4,7 +4,10 @@
 `make DIR` writes small images whose PIL modes take their own paths through
 Image.resize and Image.convert("RGB"): a GIF with a transparent palette index,
 a GIF whose palette is grey (PIL opens it as "L"), 16-bit grey and RGB PNGs
-(PIL: "I" and "RGB"), a bilevel PNG ("1"), a palette PNG with tRNS, and LA.
+(PIL: "I" and "RGB"), a bilevel PNG ("1"), a palette PNG with tRNS, and LA;
+and JPEGs of each chroma subsampling, grey, progressive, odd-sized and
+portrait, which oclip decodes with libjpeg-turbo and resamples row block by
+row block as they are decoded.
 
 `transform JOBS` reads a JSON list of {"image", "size", "out"} and writes, for
 each, the RGB bytes (row-major, interleaved) of what OpenCLIP's eval transform
@@ -65,6 +68,16 @@ def make(folder):
 
     write_rgb16_png(f"{folder}/rgb16.png", width, height,
                     lambda x, y: ((x * 1543) % 65536, (y * 2017) % 65536, (x * y * 331) % 65536))
+
+    photo = Image.new("RGB", (190, 130))
+    photo.putdata([((x * 3 + y) % 256, (x * y // 7) % 256, (255 - x + y * 2) % 256)
+                   for y in range(130) for x in range(190)])
+    for subsampling, name in ((0, "444"), (1, "422"), (2, "420")):
+        photo.save(f"{folder}/photo{name}.jpg", quality=90, subsampling=subsampling)
+    photo.transpose(Image.TRANSPOSE).save(f"{folder}/portrait420.jpg", quality=90, subsampling=2)
+    photo.crop((3, 5, 64, 52)).save(f"{folder}/odd420.jpg", quality=90, subsampling=2)
+    photo.convert("L").save(f"{folder}/grey.jpg", quality=90)
+    photo.save(f"{folder}/progressive.jpg", quality=90, progressive=True)
 
 
 def eval_transform(path, size):
