@@ -635,7 +635,10 @@ TEST(EmbedCommandTest, OptionalOutputsAndBadFlags) {
             "nothing to embed"},
            {{"--input-dataset", dataset.spec, "--output-folder", out, "--precision", "fp8"},
             1,
-            "--precision: unknown inference precision 'fp8'; expected fp32, bf16 or int8"},
+            "--precision: unknown precision 'fp8'; expected fp32, fp16, bf16 or int8"},
+           {{"--input-dataset", dataset.spec, "--output-folder", out, "--precision", "fp16"},
+            1,
+            "--precision: fp16 needs a CUDA device; use fp32, bf16 or int8 on cpu"},
            {{"--input-dataset", dataset.spec, "--bogus"}, 2, "unknown flag --bogus"},
        }) {
     const CommandResult run = RunOclip("embed", c.args);
