@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 // GCC 12 warns about the _mm512_undefined_* placeholders inside its own
@@ -130,6 +131,18 @@ void TransposeBlockPortable(const uint8_t* rows, size_t stride, int n, int lo, i
   }
 }
 
+// The byte permutation that packs the first kBands bytes of each of 16
+// 4-byte lanes together (the rest of the vector zero).
+template <int kBands>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) __m512i KeepFirstBandsOf16(
+    std::integral_constant<int, kBands>) {
+  alignas(64) uint8_t keep[64];
+  for (int p = 0; p < 64; ++p) {
+    keep[p] = static_cast<uint8_t>(p < 16 * kBands ? p / kBands * 4 + p % kBands : 0);
+  }
+  return _mm512_load_si512(keep);
+}
+
 // The same with AVX-512: one gather per column fetches 4 bytes of each of
 // the n rows, a byte permute keeps the first kBands of each. The last pixels
 // of a row are left to the portable loop (a 4-byte read there could pass the
@@ -140,11 +153,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) int TransposeBlo
   const int end = std::min(span, width - lo - 3);
   if (end <= 0) return 0;
   alignas(64) int32_t offsets[16];
-  alignas(64) uint8_t keep[64];
   for (int r = 0; r < 16; ++r) offsets[r] = static_cast<int32_t>(r * stride);
-  for (int p = 0; p < 64; ++p) keep[p] = static_cast<uint8_t>(p < 16 * kBands ? p / kBands * 4 + p % kBands : 0);
   const __m512i row_offsets = _mm512_load_si512(offsets);
-  const __m512i permute = _mm512_load_si512(keep);
+  const __m512i permute = KeepFirstBandsOf16(std::integral_constant<int, kBands>());
   const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1);
   const uint8_t* base = rows + static_cast<size_t>(lo) * kBands;
   for (int x = 0; x < end; ++x) {
@@ -199,11 +210,9 @@ template <int kBands>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi"))) void ScatterColumnsAvx512(
     const uint8_t* results, int count, int n, uint8_t* mid, size_t mid_stride) {
   alignas(64) int32_t offsets[16];
-  alignas(64) uint8_t keep[64];
   for (int i = 0; i < 16; ++i) offsets[i] = static_cast<int32_t>(i * kColumnBytes);
-  for (int p = 0; p < 64; ++p) keep[p] = static_cast<uint8_t>(p < 16 * kBands ? p / kBands * 4 + p % kBands : 0);
   const __m512i columns = _mm512_load_si512(offsets);
-  const __m512i permute = _mm512_load_si512(keep);
+  const __m512i permute = KeepFirstBandsOf16(std::integral_constant<int, kBands>());
   const int bytes = count * kBands;
   const __mmask64 store = bytes == 64 ? ~__mmask64{0} : (__mmask64{1} << bytes) - 1;
   for (int r = 0; r < n; ++r) {
