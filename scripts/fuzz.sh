@@ -8,7 +8,8 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # Environment: OCLIP_SANITIZE_BUILD_DIR (default build-sanitize),
-# OCLIP_FUZZ_SKIP_BUILD=1 (use the built targets as they are).
+# OCLIP_FUZZ_SKIP_BUILD=1 (use the built targets as they are),
+# OCLIP_FUZZ_SEED=N (libFuzzer's -seed; default 0, a new one each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
@@ -47,7 +48,7 @@ for t in "${targets[@]}"; do
   # -timeout: one input taking 10 s is a hang; -rss_limit_mb: a few-KB input
   # must not make oclip allocate gigabytes. New corpus entries go to corpus/,
   # the seeds are read only.
-  if "$exe" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=131072 \
+  if "$exe" -max_total_time="$seconds" -seed="${OCLIP_FUZZ_SEED:-0}" -timeout=10 -rss_limit_mb=2048 -max_len=131072 \
       -print_final_stats=1 -artifact_prefix="$work/artifacts/$t/" \
       "$work/corpus/$t" "$seeds" >"$log" 2>&1; then
     grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "$log" | tail -n 2 || true

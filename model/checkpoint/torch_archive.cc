@@ -293,6 +293,14 @@ absl::Status ZipChecksums::ParseCentralDirectory(const std::string& directory,
     }
     std::string name(directory, pos + kCentralEntrySize, name_size);
     if (i == 0) folder_ = name.substr(0, name.find('/') + 1);
+    // torch.save writes each record once. With two entries of one name, miniz
+    // and these checks could each pick a different one (a fuzzed archive whose
+    // second "version" entry pointed at other bytes got past the version check
+    // here, then made LibTorch's reader throw and leak).
+    if (entries_.count(name) != 0) {
+      return absl::DataLossError(absl::StrCat(path_, ": record ", absl::CEscape(name),
+                                              " appears twice in the zip directory"));
+    }
     entries_.emplace(std::move(name), entry);
     pos += entry_size;
   }

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <torch/types.h>
 
+#include <cctype>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -530,6 +531,28 @@ TEST_F(RewrittenArchiveTest, BadVersionRecordIsDataLossBeforeLibTorch) {
   WriteFileBytes(path, renamed);
   ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
               "no version record");
+}
+
+// Found by fuzz_torch_archive: a second "version" entry pointing at other
+// bytes passed the version check while LibTorch read the other one, threw and
+// leaked (tests/fuzz/regressions/torch_archive/leak-3167...). Two records of
+// one name are refused, whichever they are.
+TEST_F(RewrittenArchiveTest, DuplicateRecordNameIsDataLoss) {
+  std::string bytes = ReadFileBytes(Write("duplicate.bin"));
+  // Renames data/3 to data/4 in its local and central headers (not data/30...).
+  const std::string from = "torch_archive_test_duplicate/data/3";
+  int renamed = 0;
+  for (size_t at = bytes.find(from); at != std::string::npos; at = bytes.find(from, at + 1)) {
+    if (std::isdigit(static_cast<unsigned char>(bytes[at + from.size()]))) continue;
+    bytes[at + from.size() - 1] = '4';
+    ++renamed;
+  }
+  ASSERT_EQ(renamed, 2);
+  const std::string path = TempPath("duplicate.bin");
+  WriteFileBytes(path, bytes);
+  ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
+              "record torch_archive_test_duplicate/data/4 appears twice");
+  ExpectError(IsTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss, "appears twice");
 }
 
 // Found by fuzz_torch_archive: a 1 KB archive whose directory claimed a
