@@ -157,6 +157,7 @@ class ZipChecksums {
  private:
   struct Entry {
     uint32_t crc;
+    uint16_t flags;           // general purpose bits: 1 encrypted, 0x20 patch, 0x40 strong
     uint16_t method;          // 0: stored.
     uint64_t stored_size;     // 0xffffffff: in a zip64 extra field.
     uint64_t size;
@@ -280,6 +281,7 @@ absl::Status ZipChecksums::ParseCentralDirectory(const std::string& directory,
     }
     Entry entry;
     entry.crc = LoadLe32(d + pos + 16);
+    entry.flags = static_cast<uint16_t>(LoadLe(d + pos + 8, 2));
     entry.method = static_cast<uint16_t>(LoadLe(d + pos + 10, 2));
     entry.stored_size = LoadLe(d + pos + 20, 4);
     entry.size = LoadLe(d + pos + 24, 4);
@@ -370,11 +372,25 @@ absl::Status ZipChecksums::CheckStreamReaderPreconditions() const {
   if (it == entries_.end()) it = entries_.find(folder_ + "version");
   if (it == entries_.end()) return corrupt("the zip archive has no version record");
   const Entry& version = it->second;
-  // Compressed or zip64 version records are left to LibTorch (torch.save
-  // writes it stored, in the first 4 GiB).
-  if (version.method != 0 || version.local_offset == 0xffffffff ||
-      version.stored_size == 0xffffffff) {
+  // LibTorch's constructor extracts this record, so everything miniz checks
+  // while extracting it is checked here first: torch.save stores it plain
+  // (found by fuzz_torch_archive: an "encrypted" version record).
+  constexpr uint16_t kUnreadableFlags = 0x01 | 0x20 | 0x40;
+  if ((version.flags & kUnreadableFlags) != 0) {
+    return corrupt("the version record is marked encrypted or patched");
+  }
+  // A zip64 version record (a checkpoint over 4 GiB written by torch.save has
+  // its version at the end) is left to LibTorch.
+  if (version.local_offset == 0xffffffff || version.stored_size == 0xffffffff) {
     return absl::OkStatus();
+  }
+  if (version.method != 0 || version.size != version.stored_size) {
+    return corrupt("the version record is compressed or its sizes disagree; torch.save stores it");
+  }
+  constexpr uint64_t kMaxVersionRecord = 64;
+  if (version.stored_size > kMaxVersionRecord) {
+    return corrupt(absl::StrCat("the version record has ", version.stored_size,
+                                " bytes; a version number has a few"));
   }
   constexpr size_t kLocalHeaderSize = 30;
   constexpr uint32_t kLocalHeaderSignature = 0x04034b50;
@@ -393,9 +409,8 @@ absl::Status ZipChecksums::CheckStreamReaderPreconditions() const {
     return corrupt("the version record lies outside the file");
   }
   // caffe2::stoull of the record: leading blanks, then decimal digits.
-  OCLIP_ASSIGN_OR_RETURN(
-      std::string text,
-      ReadRange(in, path_, data_offset, std::min<uint64_t>(version.stored_size, 64)));
+  OCLIP_ASSIGN_OR_RETURN(std::string text,
+                         ReadRange(in, path_, data_offset, version.stored_size));
   size_t i = 0;
   while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
   uint64_t value = 0;
@@ -409,6 +424,10 @@ absl::Status ZipChecksums::CheckStreamReaderPreconditions() const {
                                 "' (this LibTorch reads versions ",
                                 caffe2::serialize::kMinSupportedFileFormatVersion, " to ",
                                 caffe2::serialize::kMaxSupportedFileFormatVersion, ")"));
+  }
+  // miniz checks the record's CRC as it extracts it.
+  if (Crc32(reinterpret_cast<const uint8_t*>(text.data()), text.size()) != version.crc) {
+    return corrupt("checksum mismatch in the version record");
   }
   return absl::OkStatus();
 }

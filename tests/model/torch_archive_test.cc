@@ -521,6 +521,34 @@ TEST_F(RewrittenArchiveTest, BadVersionRecordIsDataLossBeforeLibTorch) {
     ExpectError(IsTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
                 "unsupported archive version");
   }
+  // A valid number whose bytes no longer match the record's CRC (miniz
+  // checks it while LibTorch's constructor extracts the record).
+  for (const std::string version : {"1\n", "2\n"}) {
+    if (original.compare(data_at, version.size(), version) == 0) continue;
+    SCOPED_TRACE(version);
+    std::string bytes = original;
+    bytes.replace(data_at, version.size(), version);
+    const std::string path = TempPath("versioned.bin");
+    WriteFileBytes(path, bytes);
+    ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
+                "checksum mismatch in the version record");
+  }
+  // Marked encrypted in its central directory entry (flags at +8; found by
+  // fuzz_torch_archive, tests/fuzz/regressions/torch_archive/leak-04f4...).
+  {
+    std::string bytes = original;
+    size_t entry = std::string::npos;
+    for (size_t at = bytes.find("PK\x01\x02"); at != std::string::npos;
+         at = bytes.find("PK\x01\x02", at + 1)) {
+      if (bytes.compare(at + 46, record.size(), record) == 0) entry = at;
+    }
+    ASSERT_NE(entry, std::string::npos);
+    bytes[entry + 8] = static_cast<char>(bytes[entry + 8] | 0x01);
+    const std::string path = TempPath("versioned.bin");
+    WriteFileBytes(path, bytes);
+    ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
+                "the version record is marked encrypted");
+  }
   // No version record at all (renamed in the local and central headers).
   std::string renamed = original;
   for (size_t at = renamed.find(record); at != std::string::npos;
