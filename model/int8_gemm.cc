@@ -116,19 +116,14 @@ torch::Tensor AmxInt8Linear(const torch::Tensor& x, const Int8PackedWeight& weig
 #if OCLIP_HAVE_AMX_KERNEL
   const torch::Tensor bias_f = bias.defined() ? bias.to(torch::kFloat).contiguous() : bias;
   const int64_t m_padded = RoundUp(m, kBlockRows);
-  torch::Tensor a = torch::empty({m_padded * weight.padded_in}, torch::kByte);
-  torch::Tensor row_scales = torch::empty({m}, torch::kFloat);
-  torch::Tensor zero_points = torch::empty({m}, torch::kInt);
+  const torch::Tensor a = torch::empty({m_padded * weight.padded_in}, torch::kByte);
+  const torch::Tensor row_scales = torch::empty({m}, torch::kFloat);
+  const torch::Tensor zero_points = torch::empty({m}, torch::kInt);
+  torch::Tensor out = torch::empty({m, weight.out_features}, torch::kFloat);
   const float* x_data = flat.data_ptr<float>();
   uint8_t* a_data = a.data_ptr<uint8_t>();
   float* scale_data = row_scales.data_ptr<float>();
   int32_t* zero_point_data = zero_points.data_ptr<int32_t>();
-  at::parallel_for(0, m_padded, kTileRows, [&](int64_t begin, int64_t end) {
-    int8_gemm_internal::QuantizeRowsToTiles(x_data, m, weight.in_features, weight.padded_in,
-                                            begin, end, a_data, scale_data, zero_point_data);
-  });
-
-  torch::Tensor out = torch::empty({m, weight.out_features}, torch::kFloat);
   int8_gemm_internal::GemmArgs args;
   args.a = a_data;
   args.row_scales = scale_data;
@@ -143,10 +138,33 @@ torch::Tensor AmxInt8Linear(const torch::Tensor& x, const Int8PackedWeight& weig
   args.k_padded = weight.padded_in;
   args.m_padded = m_padded;
   args.n_padded = weight.padded_out;
-  at::parallel_for(0, int8_gemm_internal::GemmWorkItems(args), 1,
-                   [&](int64_t begin, int64_t end) {
-                     int8_gemm_internal::AmxGemm(args, begin, end);
-                   });
+  // Quantizes rows [begin, end) of x into A, for the calling thread.
+  auto quantize = [&](int64_t begin, int64_t end) {
+    int8_gemm_internal::QuantizeRowsToTiles(x_data, m, weight.in_features, weight.padded_in,
+                                            begin, end, a_data, scale_data, zero_point_data);
+  };
+  const int64_t row_blocks = m_padded / kBlockRows;
+  const int64_t col_blocks = weight.padded_out / kBlockCols;
+  if (row_blocks >= at::get_num_threads()) {
+    // Each thread owns whole rows: it quantizes kItemRows of them and multiplies
+    // them by every weight panel, with no barrier in between (one parallel
+    // region per call; the weights are shared read-only).
+    at::parallel_for(0, row_blocks, 1, [&](int64_t begin, int64_t end) {
+      constexpr int64_t kItemBlocks = int8_gemm_internal::kItemRows / kBlockRows;
+      for (int64_t block = begin; block < end; block += kItemBlocks) {
+        const int64_t rows_begin = block * kBlockRows;
+        const int64_t rows_end = std::min(block + kItemBlocks, end) * kBlockRows;
+        quantize(rows_begin, rows_end);
+        int8_gemm_internal::AmxGemm(args, rows_begin, rows_end, 0, col_blocks);
+      }
+    });
+  } else {
+    // Few rows (a small batch): quantize them here, split the columns.
+    quantize(0, m_padded);
+    at::parallel_for(0, col_blocks, 1, [&](int64_t begin, int64_t end) {
+      int8_gemm_internal::AmxGemm(args, 0, m_padded, begin, end);
+    });
+  }
   return out.view(out_shape).to(x.scalar_type());
 #else
   TORCH_CHECK(false, "AmxInt8Linear: built without the AMX kernel");

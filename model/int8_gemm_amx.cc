@@ -115,12 +115,9 @@ void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padd
   }
 }
 
-int64_t GemmWorkItems(const GemmArgs& g) {
-  return (g.m_padded + kItemRows - 1) / kItemRows * (g.n_padded / kBlockCols);
-}
-
-void AmxGemm(const GemmArgs& g, int64_t item_begin, int64_t item_end) {
-  if (item_begin >= item_end) return;
+void AmxGemm(const GemmArgs& g, int64_t row_begin, int64_t row_end, int64_t col_block_begin,
+             int64_t col_block_end) {
+  if (row_begin >= row_end || col_block_begin >= col_block_end) return;
   // Tiles 0-1: A (16 rows x 64 u8), 2-3: B (16 x 64 s8, VNNI), 4-7: C (16 x 16 s32).
   TileConfig config{};
   config.palette_id = 1;
@@ -132,38 +129,37 @@ void AmxGemm(const GemmArgs& g, int64_t item_begin, int64_t item_end) {
 
   const int64_t k_tiles = g.k_padded / kTileK;
   const int64_t strip = k_tiles * kTileBytes;  // bytes of 16 rows (A) or columns (B)
-  const int64_t col_blocks = g.n_padded / kBlockCols;
   alignas(64) int32_t acc[4][256];
-  for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t row_item = item / col_blocks;
-    const int64_t n0 = (item % col_blocks) * kBlockCols;
-    const int8_t* b0 = g.b + (n0 / kTileRows) * strip;
-    const int8_t* b1 = b0 + strip;
-    const int64_t m_begin = row_item * kItemRows;
-    const int64_t m_end = m_begin + kItemRows < g.m_padded ? m_begin + kItemRows : g.m_padded;
-    for (int64_t m0 = m_begin; m0 < m_end; m0 += kBlockRows) {
-      const uint8_t* a0 = g.a + (m0 / kTileRows) * strip;
-      const uint8_t* a1 = a0 + strip;
-      _tile_zero(4);
-      _tile_zero(5);
-      _tile_zero(6);
-      _tile_zero(7);
-      for (int64_t t = 0; t < k_tiles; ++t) {
-        const int64_t offset = t * kTileBytes;
-        _tile_loadd(0, a0 + offset, 64);
-        _tile_loadd(1, a1 + offset, 64);
-        _tile_loadd(2, b0 + offset, 64);
-        _tile_loadd(3, b1 + offset, 64);
-        _tile_dpbusd(4, 0, 2);
-        _tile_dpbusd(5, 0, 3);
-        _tile_dpbusd(6, 1, 2);
-        _tile_dpbusd(7, 1, 3);
+  for (int64_t m_begin = row_begin; m_begin < row_end; m_begin += kItemRows) {
+    const int64_t m_end = m_begin + kItemRows < row_end ? m_begin + kItemRows : row_end;
+    for (int64_t col_block = col_block_begin; col_block < col_block_end; ++col_block) {
+      const int64_t n0 = col_block * kBlockCols;
+      const int8_t* b0 = g.b + (n0 / kTileRows) * strip;
+      const int8_t* b1 = b0 + strip;
+      for (int64_t m0 = m_begin; m0 < m_end; m0 += kBlockRows) {
+        const uint8_t* a0 = g.a + (m0 / kTileRows) * strip;
+        const uint8_t* a1 = a0 + strip;
+        _tile_zero(4);
+        _tile_zero(5);
+        _tile_zero(6);
+        _tile_zero(7);
+        for (int64_t t = 0; t < k_tiles; ++t) {
+          const int64_t offset = t * kTileBytes;
+          _tile_loadd(0, a0 + offset, 64);
+          _tile_loadd(1, a1 + offset, 64);
+          _tile_loadd(2, b0 + offset, 64);
+          _tile_loadd(3, b1 + offset, 64);
+          _tile_dpbusd(4, 0, 2);
+          _tile_dpbusd(5, 0, 3);
+          _tile_dpbusd(6, 1, 2);
+          _tile_dpbusd(7, 1, 3);
+        }
+        _tile_stored(4, acc[0], 64);
+        _tile_stored(5, acc[1], 64);
+        _tile_stored(6, acc[2], 64);
+        _tile_stored(7, acc[3], 64);
+        Epilogue(g, m0, n0, acc);
       }
-      _tile_stored(4, acc[0], 64);
-      _tile_stored(5, acc[1], 64);
-      _tile_stored(6, acc[2], 64);
-      _tile_stored(7, acc[3], 64);
-      Epilogue(g, m0, n0, acc);
     }
   }
   _tile_release();

@@ -23,9 +23,9 @@
 
 namespace oclip::int8_gemm_internal {
 
-// Rows a tile holds, bytes of K a tile step covers, and the rows of A that one
-// work item of AmxGemm covers (its 256 x k slice of A stays in L2 while the
-// item walks the weight panel).
+// Rows a tile holds, bytes of K a tile step covers, the output block of four
+// accumulator tiles, and the rows of A that AmxGemm keeps in L2 while it walks
+// the weight panels (the caller quantizes that many rows, then multiplies them).
 inline constexpr int64_t kTileRows = 16;
 inline constexpr int64_t kTileK = 64;
 inline constexpr int64_t kTileBytes = 1024;
@@ -64,16 +64,16 @@ struct GemmArgs {
   int64_t n_padded;              // multiple of kBlockCols
 };
 
-// Work items: (row item of kItemRows rows) x (kBlockCols columns), numbered
-// row item major. Returns how many there are.
-int64_t GemmWorkItems(const GemmArgs& args);
-
-// Runs work items [item_begin, item_end) on the calling thread's AMX tiles
-// (loads the tile configuration and releases it): for every output element
+// Computes the output rows [row_begin, row_end) (multiples of kBlockRows, up to
+// m_padded; rows past m are not written) and the column blocks
+// [col_block_begin, col_block_end) of kBlockCols columns, on the calling
+// thread's AMX tiles (it loads the tile configuration and releases it): for
+// every output element
 //   acc = sum_k a[m, k] * b[n, k]                          (exact int32)
 //   out[m, n] = fma(float(acc - zero_point[m] * column_sum[n]),
 //                   row_scale[m] * column_scale[n], bias[n] or 0)
-void AmxGemm(const GemmArgs& args, int64_t item_begin, int64_t item_end);
+void AmxGemm(const GemmArgs& args, int64_t row_begin, int64_t row_end, int64_t col_block_begin,
+             int64_t col_block_end);
 
 }  // namespace oclip::int8_gemm_internal
 

@@ -192,15 +192,21 @@ TEST(Int8GemmTest, KeepsLeadingDimensionsAndDtype) {
 TEST(Int8GemmTest, SameResultOnOneAndTwoThreads) {
   if (!AmxInt8Available()) GTEST_SKIP() << kNoAmx;
   torch::manual_seed(4);
-  const torch::Tensor x = torch::randn({600, 200});
-  const Int8PackedWeight packed = PackInt8Weight(torch::randn({130, 200}));
+  const torch::Tensor weight = torch::randn({130, 200});
+  const torch::Tensor bias = torch::randn({130});
+  const Int8PackedWeight packed = PackInt8Weight(weight);
   const int previous = at::get_num_threads();
-  at::set_num_threads(1);
-  const torch::Tensor one = AmxInt8Linear(x, packed, torch::Tensor());
-  at::set_num_threads(2);
-  const torch::Tensor two = AmxInt8Linear(x, packed, torch::Tensor());
-  at::set_num_threads(previous);
-  EXPECT_TRUE(torch::equal(one, two));
+  // 600 rows: the threads split the rows; 20 rows (one row block): the columns.
+  for (const int64_t rows : {600, 20}) {
+    const torch::Tensor x = torch::randn({rows, 200});
+    at::set_num_threads(1);
+    const torch::Tensor one = AmxInt8Linear(x, packed, bias);
+    at::set_num_threads(2);
+    const torch::Tensor two = AmxInt8Linear(x, packed, bias);
+    at::set_num_threads(previous);
+    EXPECT_TRUE(torch::equal(one, two)) << rows;
+    EXPECT_LE(RelativeMaxError(two, ReferenceLinear(x, weight, bias)), 1e-6) << rows;
+  }
 }
 
 TEST(Int8GemmTest, RefusesMismatchedShapes) {
