@@ -42,25 +42,36 @@ int32_t RoundToInt(float v) { return _mm_cvtss_si32(_mm_set_ss(v)); }
 // out[m, n] for the 32 x 32 block at (m0, n0) from its four 16 x 16 int32
 // accumulator tiles (acc[2 * i + j] holds rows m0 + 16 i, columns n0 + 16 j).
 void Epilogue(const GemmArgs& g, int64_t m0, int64_t n0, const int32_t (*acc)[256]) {
-  const __m512 zero = _mm512_setzero_ps();
+  // The block's column constants, loaded once (out may alias nothing, but the
+  // compiler cannot know that and would reload them for every row).
+  __mmask16 masks[2];
+  __m512i sums[2];
+  __m512 scales[2];
+  __m512 biases[2];
+  int64_t column_tiles = 0;
+  for (int64_t j = 0; j < 2; ++j) {
+    const int64_t n = n0 + j * kTileRows;
+    if (n >= g.n) break;
+    masks[j] = FirstLanes(g.n - n);
+    sums[j] = _mm512_loadu_si512(g.column_sums + n);
+    scales[j] = _mm512_loadu_ps(g.column_scales + n);
+    biases[j] = g.bias != nullptr ? _mm512_maskz_loadu_ps(masks[j], g.bias + n) : _mm512_setzero_ps();
+    ++column_tiles;
+  }
   for (int64_t i = 0; i < 2; ++i) {
     for (int64_t r = 0; r < kTileRows; ++r) {
       const int64_t m = m0 + i * kTileRows + r;
       if (m >= g.m) return;
-      float* out_row = g.out + m * g.n;
+      float* out_row = g.out + m * g.n + n0;
       const __m512 row_scale = _mm512_set1_ps(g.row_scales[m]);
       const __m512i zero_point = _mm512_set1_epi32(g.zero_points[m]);
-      for (int64_t j = 0; j < 2; ++j) {
-        const int64_t n = n0 + j * kTileRows;
-        if (n >= g.n) break;
-        const __mmask16 mask = FirstLanes(g.n - n);
+      for (int64_t j = 0; j < column_tiles; ++j) {
         const __m512i sum = _mm512_load_si512(acc[2 * i + j] + r * 16);
-        const __m512i correction =
-            _mm512_mullo_epi32(zero_point, _mm512_loadu_si512(g.column_sums + n));
+        const __m512i correction = _mm512_mullo_epi32(zero_point, sums[j]);
         const __m512 value = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, correction));
-        const __m512 scale = _mm512_mul_ps(row_scale, _mm512_loadu_ps(g.column_scales + n));
-        const __m512 bias = g.bias != nullptr ? _mm512_maskz_loadu_ps(mask, g.bias + n) : zero;
-        _mm512_mask_storeu_ps(out_row + n, mask, _mm512_fmadd_ps(value, scale, bias));
+        const __m512 scale = _mm512_mul_ps(row_scale, scales[j]);
+        _mm512_mask_storeu_ps(out_row + j * kTileRows, masks[j],
+                              _mm512_fmadd_ps(value, scale, biases[j]));
       }
     }
   }
