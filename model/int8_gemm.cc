@@ -1,5 +1,6 @@
 #include "model/int8_gemm.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -63,18 +64,18 @@ bool AmxInt8Available() {
 #endif
 }
 
-Int8PackedWeight PackInt8Weight(const torch::Tensor& weight) {
+Int8PackedWeight PackInt8Weight(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.size(0) > 0 && weight.size(1) > 0,
               "PackInt8Weight needs a non-empty [out, in] weight, got ", weight.sizes());
-  const torch::Tensor w = weight.detach().to(torch::kCPU, torch::kFloat).contiguous();
+  const at::Tensor w = weight.detach().to(at::kCPU, at::kFloat).contiguous();
   Int8PackedWeight result;
   result.out_features = w.size(0);
   result.in_features = w.size(1);
   result.padded_out = RoundUp(result.out_features, kBlockCols);
   result.padded_in = RoundUp(result.in_features, kTileK);
-  result.packed = torch::zeros({result.padded_out * result.padded_in}, torch::kChar);
-  result.scales = torch::ones({result.padded_out}, torch::kFloat);
-  result.column_sums = torch::zeros({result.padded_out}, torch::kInt);
+  result.packed = at::zeros({result.padded_out * result.padded_in}, at::kChar);
+  result.scales = at::ones({result.padded_out}, at::kFloat);
+  result.column_sums = at::zeros({result.padded_out}, at::kInt);
 
   const int64_t k = result.in_features;
   const int64_t k_tiles = result.padded_in / kTileK;
@@ -100,8 +101,8 @@ Int8PackedWeight PackInt8Weight(const torch::Tensor& weight) {
   return result;
 }
 
-torch::Tensor AmxInt8Linear(const torch::Tensor& x, const Int8PackedWeight& weight,
-                            const torch::Tensor& bias) {
+at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
+                         const at::Tensor& bias) {
   TORCH_CHECK(AmxInt8Available(), "AmxInt8Linear needs a CPU with AMX-INT8 (and Linux's permission)");
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == weight.in_features, "AmxInt8Linear: input ",
               x.sizes(), " does not end in the weight's ", weight.in_features, " inputs");
@@ -110,16 +111,16 @@ torch::Tensor AmxInt8Linear(const torch::Tensor& x, const Int8PackedWeight& weig
               " outputs");
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = weight.out_features;
-  const torch::Tensor flat = x.reshape({-1, weight.in_features}).to(torch::kFloat).contiguous();
+  const at::Tensor flat = x.reshape({-1, weight.in_features}).to(at::kFloat).contiguous();
   const int64_t m = flat.size(0);
-  if (m == 0) return torch::empty(out_shape, x.options());
+  if (m == 0) return at::empty(out_shape, x.options());
 #if OCLIP_HAVE_AMX_KERNEL
-  const torch::Tensor bias_f = bias.defined() ? bias.to(torch::kFloat).contiguous() : bias;
+  const at::Tensor bias_f = bias.defined() ? bias.to(at::kFloat).contiguous() : bias;
   const int64_t m_padded = RoundUp(m, kBlockRows);
-  const torch::Tensor a = torch::empty({m_padded * weight.padded_in}, torch::kByte);
-  const torch::Tensor row_scales = torch::empty({m}, torch::kFloat);
-  const torch::Tensor zero_points = torch::empty({m}, torch::kInt);
-  torch::Tensor out = torch::empty({m, weight.out_features}, torch::kFloat);
+  const at::Tensor a = at::empty({m_padded * weight.padded_in}, at::kByte);
+  const at::Tensor row_scales = at::empty({m}, at::kFloat);
+  const at::Tensor zero_points = at::empty({m}, at::kInt);
+  at::Tensor out = at::empty({m, weight.out_features}, at::kFloat);
   const float* x_data = flat.data_ptr<float>();
   uint8_t* a_data = a.data_ptr<uint8_t>();
   float* scale_data = row_scales.data_ptr<float>();

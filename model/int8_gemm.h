@@ -17,7 +17,8 @@
 //   GEMM         exact int32 accumulation on 2 x 2 tiles per 32 x 32 block,
 //                then y = fma(float(acc - zero_point[m] * colsum[n]),
 //                row_scale[m] * weight_scale[n], b[n]) in fp32, split over
-//                LibTorch's intra-op threads (at::parallel_for).
+//                LibTorch's intra-op threads (at::parallel_for; int8_gemm.cc is
+//                compiled with OpenMP for that, see model/CMakeLists.txt).
 //
 // Per-row activation scales are finer than PyTorch's per-tensor ones, so the
 // features stay closer to fp32.
@@ -25,7 +26,7 @@
 #ifndef OCLIP_MODEL_INT8_GEMM_H_
 #define OCLIP_MODEL_INT8_GEMM_H_
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
 
 #include <cstdint>
 
@@ -45,20 +46,20 @@ struct Int8PackedWeight {
   int64_t in_features = 0;    // K
   int64_t padded_out = 0;     // N rounded up to 32
   int64_t padded_in = 0;      // K rounded up to 64
-  torch::Tensor packed;       // int8 [padded_out * padded_in], VNNI B tiles
-  torch::Tensor scales;       // float [padded_out]; 1 in the padding
-  torch::Tensor column_sums;  // int32 [padded_out]: sum over k of q[n, k]
+  at::Tensor packed;       // int8 [padded_out * padded_in], VNNI B tiles
+  at::Tensor scales;       // float [padded_out]; 1 in the padding
+  at::Tensor column_sums;  // int32 [padded_out]: sum over k of q[n, k]
 };
 
 // Quantizes and packs `weight` (any float dtype, [N, K], N and K > 0). Runs
 // anywhere (no AMX needed).
-Int8PackedWeight PackInt8Weight(const torch::Tensor& weight);
+Int8PackedWeight PackInt8Weight(const at::Tensor& weight);
 
 // y = x·Wᵀ + b for x [..., K] (any float dtype; fp32 inside), bias [N] or
 // undefined; returns [..., N] in x's dtype. Needs AmxInt8Available(); throws
 // c10::Error (TORCH_CHECK) on shape mismatches or without AMX.
-torch::Tensor AmxInt8Linear(const torch::Tensor& x, const Int8PackedWeight& weight,
-                            const torch::Tensor& bias);
+at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
+                         const at::Tensor& bias);
 
 }  // namespace oclip
 

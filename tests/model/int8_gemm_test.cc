@@ -8,6 +8,7 @@
 #include "model/int8_gemm.h"
 
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
