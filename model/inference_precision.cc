@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "model/int8_gemm.h"
 #include "model/modified_resnet.h"
 #include "model/vision_transformer.h"
 
@@ -58,6 +59,24 @@ class Int8DynamicLinearKernel : public PackedKernel {
   c10::intrusive_ptr<LinearPackedParamsBase> packed_;
   int64_t out_features_;
   bool reduce_range_;
+};
+
+// Dynamic quantization on AMX tiles (model/int8_gemm.h): int8 weights per
+// output channel packed once, activations quantized per row (token) on every
+// call, exact int32 accumulation, fp32 out.
+class AmxInt8LinearKernel : public PackedKernel {
+ public:
+  AmxInt8LinearKernel(const torch::Tensor& weight, const torch::Tensor& bias)
+      : weight_(PackInt8Weight(weight)),
+        bias_(bias.defined() ? bias.detach().to(torch::kFloat).contiguous() : torch::Tensor()) {}
+
+  torch::Tensor Run(const torch::Tensor& x) const override {
+    return AmxInt8Linear(x, weight_, bias_);
+  }
+
+ private:
+  Int8PackedWeight weight_;
+  torch::Tensor bias_;
 };
 
 // A Conv2d whose stride equals its kernel and has no padding (the ViT patch
@@ -138,6 +157,9 @@ class KernelFactory {
   static absl::StatusOr<KernelFactory> Create(InferencePrecision precision) {
     KernelFactory factory(precision);
     if (precision == InferencePrecision::kInt8) {
+      // AMX where this CPU and kernel allow it; LibTorch's quantized engine otherwise.
+      factory.amx_int8_ = AmxInt8Available();
+      if (factory.amx_int8_) return factory;
       const auto engines = at::globalContext().supportedQEngines();
       // fbgemm is PyTorch's x86 default; Debian's LibTorch 1.13 is built
       // without it and has oneDNN's quantized kernels instead.
@@ -168,6 +190,7 @@ class KernelFactory {
       case InferencePrecision::kInt8:
         break;
     }
+    if (amx_int8_) return std::make_shared<AmxInt8LinearKernel>(weight, bias);
     static const auto prepack =
         c10::Dispatcher::singleton()
             .findSchemaOrThrow("quantized::linear_prepack", "")
@@ -237,8 +260,10 @@ class KernelFactory {
         summary.linear_kernel = "aten_linear_bf16_onednn";
         break;
       case InferencePrecision::kInt8:
-        summary.linear_kernel = absl::StrCat(
-            engine_ == at::QEngine::FBGEMM ? "fbgemm" : "onednn", "_dynamic_int8_per_channel");
+        summary.linear_kernel =
+            amx_int8_ ? "amx_int8_per_row_dynamic"
+                      : absl::StrCat(engine_ == at::QEngine::FBGEMM ? "fbgemm" : "onednn",
+                                     "_dynamic_int8_per_channel");
         break;
     }
     summary.conv_kernel = precision_ == InferencePrecision::kBf16
@@ -255,6 +280,7 @@ class KernelFactory {
 
   InferencePrecision precision_;
   at::QEngine engine_ = at::QEngine::NoQEngine;
+  bool amx_int8_ = false;  // int8 on model/int8_gemm.h's AMX kernel
   int64_t linears_ = 0;
   int64_t convolutions_ = 0;
   int64_t folded_ = 0;

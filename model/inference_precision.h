@@ -16,10 +16,12 @@
 //         (LayerNorm, softmax, residuals): feature cosine >= 0.999 to fp32.
 //   int8  dynamic quantization of every Linear, the packed in_proj and the ViT
 //         patch embedding: int8 weights (per output channel, symmetric), int8
-//         activations quantized per call, fp32 out (PyTorch's
-//         quantized::linear_dynamic, on the quantized engine this LibTorch
-//         has: oneDNN, or fbgemm where built). Convolutions of the ResNet stay
-//         as fp32 (LibTorch 1.13 has no dynamic int8 convolution).
+//         activations quantized per call, fp32 out. Where the CPU has AMX-INT8
+//         (model/int8_gemm.h): activations per row, the GEMM on AMX tiles;
+//         elsewhere PyTorch's quantized::linear_dynamic (activations per
+//         tensor) on the quantized engine this LibTorch has: oneDNN, or fbgemm
+//         where built. Convolutions of the ResNet stay as fp32 (LibTorch 1.13
+//         has no dynamic int8 convolution).
 //   fp16  CUDA only: the CPU has no fast fp16 GEMM. (int8 is CPU only.)
 //
 // Contract: call PrepareForInference once, after the weights are loaded, on a
@@ -52,7 +54,7 @@ torch::ScalarType CudaWeightType(InferencePrecision precision);
 // What PrepareForInference installed, for benchmarks and logs.
 struct PreparedKernels {
   InferencePrecision precision = InferencePrecision::kFp32;
-  std::string linear_kernel;  // e.g. "aten_linear_fp32", "onednn_dynamic_int8"
+  std::string linear_kernel;  // e.g. "aten_linear_fp32", "amx_int8_per_row_dynamic"
   std::string conv_kernel;    // e.g. "conv2d_fp32_channels_last_bn_folded"
   int64_t linears = 0;        // Linear layers and packed in_proj given a kernel
   int64_t convolutions = 0;   // convolutions given a kernel (patch embedding included)

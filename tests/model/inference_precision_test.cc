@@ -9,6 +9,7 @@
 #include <cctype>
 
 #include "absl/strings/match.h"
+#include "model/int8_gemm.h"
 #include "tests/model/parity.h"
 
 namespace oclip::testing {
@@ -129,6 +130,12 @@ TEST(InferencePrecisionTest, CountsWhatItPrepared) {
   EXPECT_EQ(kernels.folded_batch_norms, kernels.convolutions);
   EXPECT_GT(kernels.linears, 4);
   EXPECT_NE(kernels.linear_kernel.find("int8"), std::string::npos);
+  // The int8 parity tests above run the AMX kernel where the CPU has it.
+  if (AmxInt8Available()) {
+    EXPECT_EQ(kernels.linear_kernel, "amx_int8_per_row_dynamic");
+  } else {
+    EXPECT_NE(kernels.linear_kernel.find("dynamic_int8_per_channel"), std::string::npos);
+  }
 }
 
 TEST(InferencePrecisionTest, RefusesTrainingMode) {

@@ -1,0 +1,179 @@
+// The AMX tile GEMM and the AVX-512 activation quantizer of model/int8_gemm.h.
+// Compiled alone with -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512vl
+// (model/CMakeLists.txt): it must include no header with inline C++ functions
+// (LibTorch, <algorithm>, <vector>, ...), whose copies built with these
+// instructions could replace the portable ones at link time. Only intrinsics
+// and <cstdint>.
+
+#include "model/int8_gemm_amx.h"
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+// GCC 12 reports its own _mm512_undefined_* placeholders inside the AVX-512
+// intrinsics as "may be used uninitialized" at -O3 (a known false positive).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace oclip::int8_gemm_internal {
+namespace {
+
+// AMX's palette-1 tile configuration (64 bytes, loaded by _tile_loadconfig).
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t bytes_per_row[16];
+  uint8_t rows[16];
+};
+
+// Lanes [0, count) of 16, count clamped to [0, 16].
+__mmask16 FirstLanes(int64_t count) {
+  if (count >= 16) return static_cast<__mmask16>(0xFFFF);
+  if (count <= 0) return 0;
+  return static_cast<__mmask16>((1u << count) - 1);
+}
+
+// Round to nearest, ties to even (the default MXCSR mode), as nearbyint.
+int32_t RoundToInt(float v) { return _mm_cvtss_si32(_mm_set_ss(v)); }
+
+// out[m, n] for the 32 x 32 block at (m0, n0) from its four 16 x 16 int32
+// accumulator tiles (acc[2 * i + j] holds rows m0 + 16 i, columns n0 + 16 j).
+void Epilogue(const GemmArgs& g, int64_t m0, int64_t n0, const int32_t (*acc)[256]) {
+  // The block's column constants, loaded once (out may alias nothing, but the
+  // compiler cannot know that and would reload them for every row).
+  __mmask16 masks[2];
+  __m512i sums[2];
+  __m512 scales[2];
+  __m512 biases[2];
+  int64_t column_tiles = 0;
+  for (int64_t j = 0; j < 2; ++j) {
+    const int64_t n = n0 + j * kTileRows;
+    if (n >= g.n) break;
+    masks[j] = FirstLanes(g.n - n);
+    sums[j] = _mm512_loadu_si512(g.column_sums + n);
+    scales[j] = _mm512_loadu_ps(g.column_scales + n);
+    biases[j] = g.bias != nullptr ? _mm512_maskz_loadu_ps(masks[j], g.bias + n) : _mm512_setzero_ps();
+    ++column_tiles;
+  }
+  for (int64_t i = 0; i < 2; ++i) {
+    for (int64_t r = 0; r < kTileRows; ++r) {
+      const int64_t m = m0 + i * kTileRows + r;
+      if (m >= g.m) return;
+      float* out_row = g.out + m * g.n + n0;
+      const __m512 row_scale = _mm512_set1_ps(g.row_scales[m]);
+      const __m512i zero_point = _mm512_set1_epi32(g.zero_points[m]);
+      for (int64_t j = 0; j < column_tiles; ++j) {
+        const __m512i sum = _mm512_load_si512(acc[2 * i + j] + r * 16);
+        const __m512i correction = _mm512_mullo_epi32(zero_point, sums[j]);
+        const __m512 value = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, correction));
+        const __m512 scale = _mm512_mul_ps(row_scale, scales[j]);
+        _mm512_mask_storeu_ps(out_row + j * kTileRows, masks[j],
+                              _mm512_fmadd_ps(value, scale, biases[j]));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padded,
+                         int64_t row_begin, int64_t row_end, uint8_t* a, float* scales,
+                         int32_t* zero_points) {
+  const int64_t k_tiles = k_padded / kTileK;
+  for (int64_t m = row_begin; m < row_end; ++m) {
+    uint8_t* tile_row = a + (m / kTileRows) * k_tiles * kTileBytes + (m % kTileRows) * kTileK;
+    if (m >= rows) {
+      for (int64_t t = 0; t < k_tiles; ++t) {
+        _mm512_storeu_si512(tile_row + t * kTileBytes, _mm512_setzero_si512());
+      }
+      continue;
+    }
+    const float* x_row = x + m * k;
+    __m512 lo = _mm512_setzero_ps();
+    __m512 hi = _mm512_setzero_ps();
+    for (int64_t j = 0; j < k; j += 16) {
+      // Masked-off lanes read as 0, which the range includes anyway.
+      const __m512 v = _mm512_maskz_loadu_ps(FirstLanes(k - j), x_row + j);
+      lo = _mm512_min_ps(lo, v);
+      hi = _mm512_max_ps(hi, v);
+    }
+    const float lo_value = _mm512_reduce_min_ps(lo);
+    const float hi_value = _mm512_reduce_max_ps(hi);
+    float scale = (hi_value - lo_value) / 255.0f;
+    if (!(scale >= kMinScale)) scale = kMinScale;
+    const float inv = 1.0f / scale;
+    int32_t zero_point = RoundToInt(-lo_value * inv);
+    zero_point = zero_point < 0 ? 0 : (zero_point > 255 ? 255 : zero_point);
+    scales[m] = scale;
+    zero_points[m] = zero_point;
+
+    const __m512 inv_v = _mm512_set1_ps(inv);
+    const __m512i zero_point_v = _mm512_set1_epi32(zero_point);
+    const __m512i zero_i = _mm512_setzero_si512();
+    for (int64_t j = 0; j < k_padded; j += 16) {
+      const __mmask16 mask = FirstLanes(k - j);
+      const __m512 v = _mm512_maskz_loadu_ps(mask, x_row + j);
+      __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv_v)), zero_point_v);
+      q = _mm512_max_epi32(q, zero_i);
+      // Unsigned saturation clamps at 255; lanes past k become 0.
+      const __m128i bytes = _mm512_maskz_cvtusepi32_epi8(mask, q);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(tile_row + (j / kTileK) * kTileBytes + j % kTileK),
+                       bytes);
+    }
+  }
+}
+
+void AmxGemm(const GemmArgs& g, int64_t row_begin, int64_t row_end, int64_t col_block_begin,
+             int64_t col_block_end) {
+  if (row_begin >= row_end || col_block_begin >= col_block_end) return;
+  // Tiles 0-1: A (16 rows x 64 u8), 2-3: B (16 x 64 s8, VNNI), 4-7: C (16 x 16 s32).
+  TileConfig config{};
+  config.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = 16;
+  }
+  _tile_loadconfig(&config);
+
+  const int64_t k_tiles = g.k_padded / kTileK;
+  const int64_t strip = k_tiles * kTileBytes;  // bytes of 16 rows (A) or columns (B)
+  alignas(64) int32_t acc[4][256];
+  for (int64_t m_begin = row_begin; m_begin < row_end; m_begin += kItemRows) {
+    const int64_t m_end = m_begin + kItemRows < row_end ? m_begin + kItemRows : row_end;
+    for (int64_t col_block = col_block_begin; col_block < col_block_end; ++col_block) {
+      const int64_t n0 = col_block * kBlockCols;
+      const int8_t* b0 = g.b + (n0 / kTileRows) * strip;
+      const int8_t* b1 = b0 + strip;
+      for (int64_t m0 = m_begin; m0 < m_end; m0 += kBlockRows) {
+        const uint8_t* a0 = g.a + (m0 / kTileRows) * strip;
+        const uint8_t* a1 = a0 + strip;
+        _tile_zero(4);
+        _tile_zero(5);
+        _tile_zero(6);
+        _tile_zero(7);
+        for (int64_t t = 0; t < k_tiles; ++t) {
+          const int64_t offset = t * kTileBytes;
+          _tile_loadd(0, a0 + offset, 64);
+          _tile_loadd(1, a1 + offset, 64);
+          _tile_loadd(2, b0 + offset, 64);
+          _tile_loadd(3, b1 + offset, 64);
+          _tile_dpbusd(4, 0, 2);
+          _tile_dpbusd(5, 0, 3);
+          _tile_dpbusd(6, 1, 2);
+          _tile_dpbusd(7, 1, 3);
+        }
+        _tile_stored(4, acc[0], 64);
+        _tile_stored(5, acc[1], 64);
+        _tile_stored(6, acc[2], 64);
+        _tile_stored(7, acc[3], 64);
+        Epilogue(g, m0, n0, acc);
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace oclip::int8_gemm_internal

@@ -1,0 +1,221 @@
+// The AMX int8 Linear (model/int8_gemm.h) against a scalar reference of the
+// same quantization arithmetic written here: int32 accumulation is exact and
+// the fp32 epilogue is the same fma, so the two agree to float rounding.
+// Shapes cover tile remainders in M, N and K, M = 1, K around multiples of 64,
+// with and without bias. The weight packing runs (and is tested) without AMX;
+// the GEMM tests skip, saying so, on a CPU without AMX-INT8.
+
+#include "model/int8_gemm.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "model/int8_gemm_amx.h"
+
+namespace oclip::testing {
+namespace {
+
+constexpr char kNoAmx[] =
+    "this CPU (or kernel) offers no AMX-INT8 with AVX-512: the AMX int8 GEMM is not run here";
+
+struct QuantizedWeight {
+  std::vector<int8_t> q;  // [n, k]
+  std::vector<float> scales;
+  std::vector<int32_t> sums;
+};
+
+// Per output channel, symmetric: scale = max(max|w| / 127, 1e-8), q = nearbyint(w / scale).
+QuantizedWeight QuantizeWeight(const torch::Tensor& weight) {
+  const torch::Tensor w = weight.to(torch::kFloat).contiguous();
+  const int64_t n = w.size(0), k = w.size(1);
+  const float* data = w.data_ptr<float>();
+  QuantizedWeight result{std::vector<int8_t>(n * k), std::vector<float>(n), std::vector<int32_t>(n)};
+  for (int64_t o = 0; o < n; ++o) {
+    float max_abs = 0.0f;
+    for (int64_t i = 0; i < k; ++i) max_abs = std::max(max_abs, std::fabs(data[o * k + i]));
+    const float scale = std::max(max_abs / 127.0f, 1e-8f);
+    result.scales[o] = scale;
+    for (int64_t i = 0; i < k; ++i) {
+      const float q = std::min(127.0f, std::max(-127.0f, std::nearbyint(data[o * k + i] / scale)));
+      result.q[o * k + i] = static_cast<int8_t>(q);
+      result.sums[o] += static_cast<int32_t>(q);
+    }
+  }
+  return result;
+}
+
+// y = x·Wᵀ + b with x quantized per row (asymmetric uint8 over [min(0, x),
+// max(0, x)]) and W per output channel, scalar.
+torch::Tensor ReferenceLinear(const torch::Tensor& x, const torch::Tensor& weight,
+                              const torch::Tensor& bias) {
+  const QuantizedWeight w = QuantizeWeight(weight);
+  const torch::Tensor xf = x.to(torch::kFloat).contiguous();
+  const int64_t m = xf.size(0), k = xf.size(1), n = weight.size(0);
+  const float* x_data = xf.data_ptr<float>();
+  const torch::Tensor b = bias.defined() ? bias.to(torch::kFloat).contiguous() : bias;
+  torch::Tensor out = torch::empty({m, n}, torch::kFloat);
+  float* out_data = out.data_ptr<float>();
+  std::vector<int32_t> q(k);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = x_data + r * k;
+    float lo = 0.0f, hi = 0.0f;
+    for (int64_t i = 0; i < k; ++i) {
+      lo = std::min(lo, row[i]);
+      hi = std::max(hi, row[i]);
+    }
+    float scale = (hi - lo) / 255.0f;
+    if (!(scale >= int8_gemm_internal::kMinScale)) scale = int8_gemm_internal::kMinScale;
+    const float inv = 1.0f / scale;
+    const int32_t zero_point =
+        std::clamp(static_cast<int32_t>(std::nearbyint(-lo * inv)), 0, 255);
+    for (int64_t i = 0; i < k; ++i) {
+      q[i] = std::clamp(static_cast<int32_t>(std::nearbyint(row[i] * inv)) + zero_point, 0, 255);
+    }
+    for (int64_t o = 0; o < n; ++o) {
+      int64_t acc = 0;
+      for (int64_t i = 0; i < k; ++i) acc += q[i] * static_cast<int64_t>(w.q[o * k + i]);
+      const int64_t centered = acc - static_cast<int64_t>(zero_point) * w.sums[o];
+      out_data[r * n + o] = std::fma(static_cast<float>(centered), scale * w.scales[o],
+                                     b.defined() ? b.data_ptr<float>()[o] : 0.0f);
+    }
+  }
+  return out;
+}
+
+// max |actual - expected| / max |expected|.
+double RelativeMaxError(const torch::Tensor& actual, const torch::Tensor& expected) {
+  const double scale = expected.abs().max().item<double>();
+  return (actual.to(torch::kDouble) - expected.to(torch::kDouble)).abs().max().item<double>() /
+         std::max(scale, 1e-30);
+}
+
+TEST(Int8GemmTest, PacksWeightsIntoVnniTiles) {
+  torch::manual_seed(1);
+  const int64_t n = 37, k = 70;
+  torch::Tensor weight = torch::randn({n, k});
+  weight[5].zero_();  // An all-zero channel gets the smallest scale.
+  const Int8PackedWeight packed = PackInt8Weight(weight);
+  const QuantizedWeight expected = QuantizeWeight(weight);
+  ASSERT_EQ(packed.out_features, n);
+  ASSERT_EQ(packed.in_features, k);
+  ASSERT_EQ(packed.padded_out, 64);
+  ASSERT_EQ(packed.padded_in, 128);
+  ASSERT_EQ(packed.packed.numel(), 64 * 128);
+  const int8_t* bytes = packed.packed.data_ptr<int8_t>();
+  const int64_t k_tiles = packed.padded_in / 64;
+  int64_t nonzero_padding = 0;
+  for (int64_t o = 0; o < packed.padded_out; ++o) {
+    for (int64_t i = 0; i < packed.padded_in; ++i) {
+      // AMX's VNNI B tile: 16 columns x 64 k per KiB, 4 consecutive k of a column together.
+      const int8_t value =
+          bytes[((o / 16) * k_tiles + i / 64) * 1024 + ((i % 64) / 4) * 64 + (o % 16) * 4 + i % 4];
+      if (o < n && i < k) {
+        ASSERT_EQ(value, expected.q[o * k + i]) << "n " << o << " k " << i;
+      } else {
+        nonzero_padding += value != 0;
+      }
+    }
+    if (o < n) {
+      EXPECT_EQ(packed.scales[o].item<float>(), expected.scales[o]) << o;
+      EXPECT_EQ(packed.column_sums[o].item<int32_t>(), expected.sums[o]) << o;
+    } else {
+      EXPECT_EQ(packed.scales[o].item<float>(), 1.0f);
+      EXPECT_EQ(packed.column_sums[o].item<int32_t>(), 0);
+    }
+  }
+  EXPECT_EQ(nonzero_padding, 0);
+  EXPECT_EQ(packed.scales[5].item<float>(), 1e-8f);
+}
+
+TEST(Int8GemmTest, PackRefusesEmptyWeights) {
+  EXPECT_THROW(PackInt8Weight(torch::zeros({0, 8})), c10::Error);
+  EXPECT_THROW(PackInt8Weight(torch::zeros({8})), c10::Error);
+}
+
+struct Shape {
+  int64_t m, n, k;
+};
+
+TEST(Int8GemmTest, MatchesScalarReferenceOfTheSameQuantization) {
+  if (!AmxInt8Available()) GTEST_SKIP() << kNoAmx;
+  torch::manual_seed(2);
+  const std::vector<Shape> shapes = {{1, 1, 1},    {1, 17, 64},  {1, 40, 67},   {3, 33, 61},
+                                     {16, 16, 64}, {17, 50, 63}, {32, 32, 128}, {33, 47, 190},
+                                     {70, 96, 253}, {5, 31, 259}, {300, 65, 130}, {2, 3, 1000}};
+  for (const Shape& s : shapes) {
+    for (const bool with_bias : {false, true}) {
+      torch::Tensor x = torch::randn({s.m, s.k}) * 3.0 + 0.5;
+      if (s.m >= 4) {
+        x[1].zero_();              // scale falls back to the minimum, zero point 0
+        x[2] = x[2].abs() + 0.1;   // all positive: zero point 0
+        x[3] = -x[3].abs() * 100;  // all negative, large: zero point 255
+      }
+      const torch::Tensor weight = torch::randn({s.n, s.k}) * 0.05;
+      const torch::Tensor bias = with_bias ? torch::randn({s.n}) : torch::Tensor();
+      const torch::Tensor actual = AmxInt8Linear(x, PackInt8Weight(weight), bias);
+      const torch::Tensor expected = ReferenceLinear(x, weight, bias);
+      ASSERT_EQ(actual.sizes(), expected.sizes());
+      EXPECT_LE(RelativeMaxError(actual, expected), 1e-6)
+          << "m " << s.m << " n " << s.n << " k " << s.k << " bias " << with_bias;
+      // And the quantization itself is close to the fp32 Linear.
+      EXPECT_LE(RelativeMaxError(actual, torch::linear(x, weight, bias)), 0.05)
+          << "m " << s.m << " n " << s.n << " k " << s.k << " bias " << with_bias;
+    }
+  }
+}
+
+TEST(Int8GemmTest, KeepsLeadingDimensionsAndDtype) {
+  if (!AmxInt8Available()) GTEST_SKIP() << kNoAmx;
+  torch::manual_seed(3);
+  const torch::Tensor x = torch::randn({2, 5, 72});
+  const torch::Tensor weight = torch::randn({20, 72});
+  const torch::Tensor bias = torch::randn({20});
+  const Int8PackedWeight packed = PackInt8Weight(weight);
+  const torch::Tensor y = AmxInt8Linear(x, packed, bias);
+  ASSERT_EQ(y.sizes(), (std::vector<int64_t>{2, 5, 20}));
+  EXPECT_LE(RelativeMaxError(y.reshape({10, 20}), ReferenceLinear(x.reshape({10, 72}), weight, bias)),
+            1e-6);
+  const torch::Tensor y_bf16 = AmxInt8Linear(x.to(torch::kBFloat16), packed, bias);
+  EXPECT_EQ(y_bf16.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(AmxInt8Linear(torch::zeros({0, 72}), packed, bias).sizes(),
+            (std::vector<int64_t>{0, 20}));
+  // Non-contiguous input (a transposed view).
+  const torch::Tensor xt = torch::randn({72, 9}).t();
+  EXPECT_LE(RelativeMaxError(AmxInt8Linear(xt, packed, bias), ReferenceLinear(xt, weight, bias)),
+            1e-6);
+}
+
+TEST(Int8GemmTest, SameResultOnOneAndTwoThreads) {
+  if (!AmxInt8Available()) GTEST_SKIP() << kNoAmx;
+  torch::manual_seed(4);
+  const torch::Tensor weight = torch::randn({130, 200});
+  const torch::Tensor bias = torch::randn({130});
+  const Int8PackedWeight packed = PackInt8Weight(weight);
+  const int previous = at::get_num_threads();
+  // 600 rows: the threads split the rows; 20 rows (one row block): the columns.
+  for (const int64_t rows : {600, 20}) {
+    const torch::Tensor x = torch::randn({rows, 200});
+    at::set_num_threads(1);
+    const torch::Tensor one = AmxInt8Linear(x, packed, bias);
+    at::set_num_threads(2);
+    const torch::Tensor two = AmxInt8Linear(x, packed, bias);
+    at::set_num_threads(previous);
+    EXPECT_TRUE(torch::equal(one, two)) << rows;
+    EXPECT_LE(RelativeMaxError(two, ReferenceLinear(x, weight, bias)), 1e-6) << rows;
+  }
+}
+
+TEST(Int8GemmTest, RefusesMismatchedShapes) {
+  if (!AmxInt8Available()) GTEST_SKIP() << kNoAmx;
+  const Int8PackedWeight packed = PackInt8Weight(torch::randn({8, 16}));
+  EXPECT_THROW(AmxInt8Linear(torch::randn({4, 15}), packed, torch::Tensor()), c10::Error);
+  EXPECT_THROW(AmxInt8Linear(torch::randn({4, 16}), packed, torch::randn({7})), c10::Error);
+}
+
+}  // namespace
+}  // namespace oclip::testing
