@@ -158,6 +158,7 @@ class ZipChecksums {
   struct Entry {
     uint32_t crc;
     uint16_t flags;           // general purpose bits: 1 encrypted, 0x20 patch, 0x40 strong
+    uint32_t external_attributes;  // low byte: MS-DOS attributes, 0x10 a directory
     uint16_t method;          // 0: stored.
     uint64_t stored_size;     // 0xffffffff: in a zip64 extra field.
     uint64_t size;
@@ -282,6 +283,7 @@ absl::Status ZipChecksums::ParseCentralDirectory(const std::string& directory,
     Entry entry;
     entry.crc = LoadLe32(d + pos + 16);
     entry.flags = static_cast<uint16_t>(LoadLe(d + pos + 8, 2));
+    entry.external_attributes = LoadLe32(d + pos + 38);
     entry.method = static_cast<uint16_t>(LoadLe(d + pos + 10, 2));
     entry.stored_size = LoadLe(d + pos + 20, 4);
     entry.size = LoadLe(d + pos + 24, 4);
@@ -296,9 +298,7 @@ absl::Status ZipChecksums::ParseCentralDirectory(const std::string& directory,
     std::string name(directory, pos + kCentralEntrySize, name_size);
     if (i == 0) folder_ = name.substr(0, name.find('/') + 1);
     // torch.save writes each record once. With two entries of one name, miniz
-    // and these checks could each pick a different one (a fuzzed archive whose
-    // second "version" entry pointed at other bytes got past the version check
-    // here, then made LibTorch's reader throw and leak).
+    // and these checks could each pick a different one.
     if (entries_.count(name) != 0) {
       return absl::DataLossError(absl::StrCat(path_, ": record ", absl::CEscape(name),
                                               " appears twice in the zip directory"));
@@ -378,6 +378,12 @@ absl::Status ZipChecksums::CheckStreamReaderPreconditions() const {
   constexpr uint16_t kUnreadableFlags = 0x01 | 0x20 | 0x40;
   if ((version.flags & kUnreadableFlags) != 0) {
     return corrupt("the version record is marked encrypted or patched");
+  }
+  // miniz extracts an entry with the MS-DOS directory attribute as empty, and
+  // LibTorch then fails to parse "" (found by fuzz_torch_archive).
+  constexpr uint32_t kDosDirectory = 0x10;
+  if ((version.external_attributes & kDosDirectory) != 0) {
+    return corrupt("the version record is marked as a directory");
   }
   // A zip64 version record (a checkpoint over 4 GiB written by torch.save has
   // its version at the end) is left to LibTorch.
