@@ -299,11 +299,11 @@ absl::Status ZipChecksums::ParseCentralDirectory(const std::string& directory,
     if (i == 0) folder_ = name.substr(0, name.find('/') + 1);
     // torch.save writes each record once. With two entries of one name, miniz
     // and these checks could each pick a different one.
-    if (entries_.count(name) != 0) {
-      return absl::DataLossError(absl::StrCat(path_, ": record ", absl::CEscape(name),
+    const auto [it, inserted] = entries_.emplace(std::move(name), entry);
+    if (!inserted) {
+      return absl::DataLossError(absl::StrCat(path_, ": record ", absl::CEscape(it->first),
                                               " appears twice in the zip directory"));
     }
-    entries_.emplace(std::move(name), entry);
     pos += entry_size;
   }
   return absl::OkStatus();

@@ -442,6 +442,17 @@ TEST(TorchArchiveTest, FlippedByteInStorageFailsChecksum) {
   EXPECT_TRUE(unverified->is_dict());
 }
 
+// The offset of `name`'s central directory entry in a zip ("PK\1\2", its
+// name at +46), or npos.
+size_t CentralEntryOf(const std::string& bytes, const std::string& name) {
+  size_t entry = std::string::npos;
+  for (size_t at = bytes.find("PK\x01\x02"); at != std::string::npos;
+       at = bytes.find("PK\x01\x02", at + 1)) {
+    if (bytes.compare(at + 46, name.size(), name) == 0) entry = at;
+  }
+  return entry;
+}
+
 // Rewrites tiny-vit.bin with a damaged data.pkl (valid zip checksums), so that
 // the unpickler itself meets the damage.
 class RewrittenArchiveTest : public ::testing::Test {
@@ -510,12 +521,17 @@ TEST_F(RewrittenArchiveTest, BadVersionRecordIsDataLossBeforeLibTorch) {
            static_cast<size_t>(static_cast<uint8_t>(original[at + 1])) << 8;
   };
   const size_t data_at = header + 30 + le16(header + 26) + le16(header + 28);
-  for (const std::string version : {"99", "0\n", "x\n", " \n"}) {
-    SCOPED_TRACE(version);
+  // The archive with its version record's bytes replaced by `version`.
+  const auto write_with_version = [&](const std::string& version) {
     std::string bytes = original;
     bytes.replace(data_at, version.size(), version);
     const std::string path = TempPath("versioned.bin");
     WriteFileBytes(path, bytes);
+    return path;
+  };
+  for (const std::string version : {"99", "0\n", "x\n", " \n"}) {
+    SCOPED_TRACE(version);
+    const std::string path = write_with_version(version);
     ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
                 "unsupported archive version");
     ExpectError(IsTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
@@ -526,10 +542,7 @@ TEST_F(RewrittenArchiveTest, BadVersionRecordIsDataLossBeforeLibTorch) {
   for (const std::string version : {"1\n", "2\n"}) {
     if (original.compare(data_at, version.size(), version) == 0) continue;
     SCOPED_TRACE(version);
-    std::string bytes = original;
-    bytes.replace(data_at, version.size(), version);
-    const std::string path = TempPath("versioned.bin");
-    WriteFileBytes(path, bytes);
+    const std::string path = write_with_version(version);
     ExpectError(ReadTorchSaveArchive(path).status(), absl::StatusCode::kDataLoss,
                 "checksum mismatch in the version record");
   }
@@ -537,11 +550,7 @@ TEST_F(RewrittenArchiveTest, BadVersionRecordIsDataLossBeforeLibTorch) {
   // fuzz_torch_archive, tests/fuzz/regressions/torch_archive/leak-04f4...).
   {
     std::string bytes = original;
-    size_t entry = std::string::npos;
-    for (size_t at = bytes.find("PK\x01\x02"); at != std::string::npos;
-         at = bytes.find("PK\x01\x02", at + 1)) {
-      if (bytes.compare(at + 46, record.size(), record) == 0) entry = at;
-    }
+    const size_t entry = CentralEntryOf(bytes, record);
     ASSERT_NE(entry, std::string::npos);
     bytes[entry + 8] = static_cast<char>(bytes[entry + 8] | 0x01);
     const std::string path = TempPath("versioned.bin");
@@ -593,14 +602,9 @@ TEST_F(RewrittenArchiveTest, DuplicateRecordNameIsDataLoss) {
 // (tests/fuzz/regressions/torch_archive/oom-*).
 TEST_F(RewrittenArchiveTest, ImpossibleRecordSizeIsDataLoss) {
   std::string bytes = ReadFileBytes(Write("sized.bin"));
-  // The central directory entry of data.pkl: "PK\1\2", its name at +46, the
-  // uncompressed size at +24.
-  size_t entry = std::string::npos;
-  for (size_t at = bytes.find("PK\x01\x02"); at != std::string::npos;
-       at = bytes.find("PK\x01\x02", at + 1)) {
-    const std::string name = "torch_archive_test_sized/data.pkl";  // TempPath's base name.
-    if (bytes.compare(at + 46, name.size(), name) == 0) entry = at;
-  }
+  // The central directory entry of data.pkl (TempPath's base name is the
+  // folder); the uncompressed size is at +24.
+  const size_t entry = CentralEntryOf(bytes, "torch_archive_test_sized/data.pkl");
   ASSERT_NE(entry, std::string::npos);
   bytes.replace(entry + 24, 4, std::string("\x00\x00\x00\xf0", 4));
   const std::string path = TempPath("sized.bin");
