@@ -50,6 +50,7 @@ struct EncodeBenchOptions {
   bool prepare = true;  // false: the plain forward, without prepared kernels
   int64_t image_batch = 32;
   int64_t text_batch = 32;
+  int64_t text_tokens = 12;  // tokens per caption, <start> and <end> included
   double seconds = 3;
 };
 
@@ -64,7 +65,9 @@ absl::Status BenchEncode(const ModelFlags& model_flags, const EncodeBenchOptions
   const int64_t s = model->config().vision.image_size;
   torch::manual_seed(0);
   torch::Tensor images = torch::randn({options.image_batch, 3, s, s});
-  const torch::Tensor tokens = BenchmarkTokens(model->config(), options.text_batch);
+  const int64_t text_tokens =
+      std::clamp<int64_t>(options.text_tokens, 2, model->config().text.context_length);
+  const torch::Tensor tokens = BenchmarkTokens(model->config(), options.text_batch, text_tokens);
   // The plain fp32 forward on the same inputs is the reference the prepared
   // precision is compared with.
   torch::Tensor reference_image, reference_text;
@@ -98,6 +101,7 @@ absl::Status BenchEncode(const ModelFlags& model_flags, const EncodeBenchOptions
                            {"precision", InferencePrecisionName(precision)},
                            {"batch", options.image_batch},
                            {"text_batch", options.text_batch},
+                           {"text_tokens", text_tokens},
                            {"threads", torch::get_num_threads()},
                            {"images_per_second", image_rate},
                            {"texts_per_second", text_rate},
@@ -191,6 +195,9 @@ int RunBench(int argc, char** argv) {
     model_flags.Register(flags);  // --pretrained defaults to "random" here.
     flags.AddInt("batch", &batch, "batch size (default 32)");
     flags.AddInt("text-batch", &text_batch, "batch size of the text tower (default: --batch)");
+    flags.AddInt("text-tokens", &encode.text_tokens,
+                 "tokens per caption, <start> and <end> included (default 12; the context "
+                 "length measures the longest captions)");
     flags.AddString("precision", &encode.precision,
                     "fp32 | bf16 | int8: kernels prepared for CPU inference (default fp32)");
     flags.AddBool("no-prepare", &no_prepare,

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -46,13 +47,15 @@ absl::StatusOr<double> MeasureThroughput(double seconds, int64_t items_per_step,
 // Token ids [batch, context_length] of captions of typical length: a start
 // token, 10 random ids, an end token, then padding (the model's own
 // specials: CLIP's BPE, or an HF tokenizer's <s> </s> <pad>).
-inline torch::Tensor BenchmarkTokens(const ModelConfig& config, int64_t batch) {
+inline torch::Tensor BenchmarkTokens(const ModelConfig& config, int64_t batch,
+                                     int64_t length = 12) {
   const bool hf = config.text.is_hf();
+  length = std::clamp<int64_t>(length, 2, config.text.context_length);
   torch::Tensor tokens = torch::zeros({batch, config.text.context_length}, torch::kLong);
-  tokens.slice(1, 0, 12).random_(1, 1000);
+  tokens.slice(1, 0, length).random_(1, 1000);
   tokens.select(1, 0).fill_(hf ? 0 : 49406);
-  tokens.select(1, 11).fill_(hf ? 2 : 49407);
-  if (hf) tokens.slice(1, 12).fill_(1);
+  tokens.select(1, length - 1).fill_(hf ? 2 : 49407);
+  if (hf) tokens.slice(1, length).fill_(1);
   return tokens;
 }
 

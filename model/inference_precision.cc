@@ -243,9 +243,7 @@ class KernelFactory {
       bn->folded_into_conv = true;
       ++folded_;
     }
-    return std::make_shared<ConvKernel>(
-        weight, bias, conv.stride, conv.padding,
-        precision_ == InferencePrecision::kBf16 ? torch::kBFloat16 : torch::kFloat);
+    return std::make_shared<ConvKernel>(weight, bias, conv.stride, conv.padding, ConvType());
   }
 
   PreparedKernels Summary() const {
@@ -266,9 +264,8 @@ class KernelFactory {
                                      "_dynamic_int8_per_channel");
         break;
     }
-    summary.conv_kernel = precision_ == InferencePrecision::kBf16
-                              ? "conv2d_bf16_channels_last_bn_folded"
-                              : "conv2d_fp32_channels_last_bn_folded";
+    summary.conv_kernel = ConvType() == torch::kBFloat16 ? "conv2d_bf16_channels_last_bn_folded"
+                                                         : "conv2d_fp32_channels_last_bn_folded";
     summary.linears = linears_;
     summary.convolutions = convolutions_;
     summary.folded_batch_norms = folded_;
@@ -277,6 +274,14 @@ class KernelFactory {
 
  private:
   explicit KernelFactory(InferencePrecision precision) : precision_(precision) {}
+
+  // The convolutions' dtype: int8 has no convolution kernel of its own and
+  // borrows bf16's where the CPU has AMX.
+  torch::ScalarType ConvType() const {
+    const bool bf16 = precision_ == InferencePrecision::kBf16 ||
+                      (precision_ == InferencePrecision::kInt8 && amx_int8_);
+    return bf16 ? torch::kBFloat16 : torch::kFloat;
+  }
 
   InferencePrecision precision_;
   at::QEngine engine_ = at::QEngine::NoQEngine;

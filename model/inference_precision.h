@@ -20,8 +20,9 @@
 //         (model/int8_gemm.h): activations per row, the GEMM on AMX tiles;
 //         elsewhere PyTorch's quantized::linear_dynamic (activations per
 //         tensor) on the quantized engine this LibTorch has: oneDNN, or fbgemm
-//         where built. Convolutions of the ResNet stay as fp32 (LibTorch 1.13
-//         has no dynamic int8 convolution).
+//         where built. LibTorch 1.13 has no dynamic int8 convolution, so the
+//         ResNet's convolutions run in bf16 where the CPU has AMX (its AMX-BF16
+//         tiles make that the fastest kernel there) and stay fp32 elsewhere.
 //   fp16  CUDA only: the CPU has no fast fp16 GEMM. (int8 is CPU only.)
 //
 // Contract: call PrepareForInference once, after the weights are loaded, on a

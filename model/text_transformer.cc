@@ -29,12 +29,17 @@ torch::Tensor TextTransformerImpl::CausalMask(int64_t length,
 }
 
 torch::Tensor TextTransformerImpl::forward(const torch::Tensor& tokens) {
-  const int64_t length = tokens.size(1);
-  torch::Tensor x = token_embedding(tokens) +
+  // Pool at the end-of-text token (the highest id; argmax takes the first).
+  const torch::Tensor eot = tokens.argmax(-1);
+  // Attention is causal, so no position after the batch's last end-of-text
+  // token can change a pooled feature, or its gradient: those positions are
+  // not computed. Captions fill ~10-20 of the 77 positions, so this is most
+  // of the tower's work; the features are OpenCLIP's (which computes them all).
+  const int64_t length = tokens.size(0) == 0 ? tokens.size(1) : eot.max().item<int64_t>() + 1;
+  const torch::Tensor used = tokens.slice(1, 0, length);
+  torch::Tensor x = token_embedding(used) +
                     positional_embedding.slice(0, 0, length).to(token_embedding->weight.dtype());
   x = transformer(x, CausalMask(length, x));
-  // Pool at the end-of-text token (the highest id; argmax takes the first).
-  torch::Tensor eot = tokens.argmax(-1);
   torch::Tensor pooled = x.index({torch::arange(x.size(0), eot.options()), eot});
   return torch::matmul(ln_final(pooled), text_projection);
 }

@@ -3,7 +3,9 @@
 // the largest token id, which is <end_of_text> in the CLIP vocabulary) and a
 // bare `text_projection` matrix.
 //
-// forward: tokens int64 [N, context_length] -> features [N, embed_dim].
+// forward: tokens int64 [N, context_length] -> features [N, embed_dim]; only
+// the positions up to the batch's last <end_of_text> are computed (the rest
+// cannot change a pooled feature under the causal mask).
 // In OpenCLIP's CLIP class these parameters sit at the top level of the
 // state dict (token_embedding.weight, positional_embedding, transformer.*,
 // ln_final.*, text_projection); clip_model.h registers them there.
