@@ -120,6 +120,24 @@ ModifiedResNetImpl::ModifiedResNetImpl(const VisionConfig& config, int64_t embed
 }
 
 torch::Tensor ModifiedResNetImpl::forward(const torch::Tensor& images) {
+  // In eval mode every image is computed on its own (BatchNorm uses its running
+  // statistics), so a big batch can run a few images at a time. That matters:
+  // at batch 32 the stem's and first stage's activations are 50-100 MB each, so
+  // every op maps fresh pages from the kernel and streams through memory (page
+  // faults were a third of RN50's int8 time); 8 images keep them reusable and
+  // cache-sized (1.4x measured at batch 32).
+  constexpr int64_t kEvalChunk = 8;
+  if (!is_training() && images.size(0) > kEvalChunk) {
+    std::vector<torch::Tensor> features;
+    for (const torch::Tensor& chunk : images.split(kEvalChunk)) {
+      features.push_back(ForwardBatch(chunk));
+    }
+    return torch::cat(features);
+  }
+  return ForwardBatch(images);
+}
+
+torch::Tensor ModifiedResNetImpl::ForwardBatch(const torch::Tensor& images) {
   torch::Tensor x = images.to(conv1->weight.dtype());
   x = torch::relu(bn1(conv1(x)));
   x = torch::relu(bn2(conv2(x)));

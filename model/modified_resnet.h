@@ -3,7 +3,8 @@
 // replaced by an average pool before conv3), and attention pooling whose
 // query is the mean token.
 //
-// forward: images float [N, 3, S, S], S = config.image_size -> [N, embed_dim].
+// forward: images float [N, 3, S, S], S = config.image_size -> [N, embed_dim];
+// in eval mode 8 images at a time (see forward).
 // State-dict names follow OpenCLIP: conv1..3, bn1..3, layer{1-4}.{j}.*,
 // layer{n}.0.downsample.{0,1}.*, attnpool.{positional_embedding,q,k,v,c_proj}.
 
@@ -79,6 +80,9 @@ class ModifiedResNetImpl : public torch::nn::Module {
   BatchNorm2d bn3;
   std::vector<std::vector<Bottleneck>> stages;  // layer1..layer4
   AttentionPool2d attnpool{nullptr};
+
+ private:
+  torch::Tensor ForwardBatch(const torch::Tensor& images);
 };
 TORCH_MODULE(ModifiedResNet);
 
