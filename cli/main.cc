@@ -1,9 +1,12 @@
 // The `oclip` executable: dispatches to one subcommand per job.
 
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 
+#include "absl/strings/numbers.h"
 #include "cli/commands.h"
+#include "model/caching_cpu_allocator.h"
 
 namespace {
 
@@ -46,6 +49,22 @@ constexpr Command kCommands[] = {
     {"bench", oclip::cli::RunBench},
 };
 
+// Freed activations are kept for the next batch instead of going back to the
+// kernel (model/caching_cpu_allocator.h: 2x on ViT-B-32 under `oclip serve`'s
+// malloc settings). OCLIP_CPU_CACHE_MB bounds the free memory kept (default
+// 1024; 0 turns the cache off).
+void InstallCpuCache() {
+  size_t megabytes = 1024;
+  if (const char* value = std::getenv("OCLIP_CPU_CACHE_MB")) {
+    if (!absl::SimpleAtoi(value, &megabytes)) {
+      std::cerr << "oclip: ignoring OCLIP_CPU_CACHE_MB='" << value
+                << "' (not a number of megabytes)\n";
+      megabytes = 1024;
+    }
+  }
+  if (megabytes > 0) oclip::InstallCachingCpuAllocator(megabytes << 20);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,7 +74,9 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   for (const Command& command : kCommands) {
-    if (std::strcmp(argv[1], command.name) == 0) return command.run(argc - 2, argv + 2);
+    if (std::strcmp(argv[1], command.name) != 0) continue;
+    InstallCpuCache();
+    return command.run(argc - 2, argv + 2);
   }
   std::cerr << "oclip: unknown command '" << argv[1] << "'\n\n" << kUsage;
   return 2;
