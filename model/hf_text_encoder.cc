@@ -129,8 +129,15 @@ HfTextEncoderImpl::HfTextEncoderImpl(const TextConfig& config, int64_t embed_dim
 }
 
 torch::Tensor HfTextEncoderImpl::forward(const torch::Tensor& ids) {
-  torch::Tensor mask = ids.ne(pad_token_id);
-  torch::Tensor hidden = transformer(ids, mask);
+  // Columns after the last one holding a real token in any row are padding in
+  // every row, which attention and the pool mask out (and the positions count
+  // real tokens only): they are not computed, as in the native text tower.
+  const torch::Tensor real_columns = ids.ne(pad_token_id).any(0).nonzero();
+  const int64_t length =
+      real_columns.numel() == 0 ? ids.size(1) : real_columns.max().item<int64_t>() + 1;
+  const torch::Tensor used = ids.slice(1, 0, length);
+  torch::Tensor mask = used.ne(pad_token_id);
+  torch::Tensor hidden = transformer(used, mask);
   // Mean over non-pad tokens (specials included), OpenCLIP's MeanPooler.
   torch::Tensor m = mask.unsqueeze(-1).to(hidden.dtype());
   torch::Tensor pooled = (hidden * m).sum(1) / m.sum(1);

@@ -3,7 +3,8 @@
 // masked mean pooling over non-pad tokens, and an MLP (or linear) projection.
 //
 // forward: token ids int64 [N, L] (HF tokenizer ids padded with pad_token_id)
-// -> features [N, embed_dim]. State-dict names, under `text.`:
+// -> features [N, embed_dim]; columns that are padding in every row are not
+// computed. State-dict names, under `text.`:
 // transformer.embeddings.*, transformer.encoder.layer.{i}.*, proj.{0,2}.weight
 // (mlp) or proj.weight (linear).
 
