@@ -68,6 +68,24 @@ inline void ExpectTextFeaturesMatchReference(ClipModel& model, const std::string
   std::cout << "[ parity   ] " << name << " text_features: relative error " << error << "\n";
 }
 
+// The fixture texts whose token count (`lengths`, one per text) is under half
+// the context, encoded as one batch, against the reference rows within
+// kParityTolerance. Text towers compute only up to a batch's longest text, and
+// the fixture's full batch holds one that fills the context.
+inline void ExpectShortTextsMatchReference(ClipModel& model, const std::string& name,
+                                           const torch::Tensor& lengths) {
+  torch::InferenceMode inference;
+  const torch::Tensor tokens = FixtureTokens(name);
+  const torch::Tensor rows = torch::nonzero(lengths < tokens.size(1) / 2).flatten();
+  ASSERT_GE(rows.size(0), 10);
+  ASSERT_LT(rows.size(0), tokens.size(0));
+  auto features = model.EncodeText(tokens.index_select(0, rows));
+  ASSERT_TRUE(features.ok()) << features.status();
+  const torch::Tensor expected =
+      LoadReferenceTensor(name + ".expected.safetensors", "text_features").index_select(0, rows);
+  EXPECT_LT(RelativeError(*features, expected), kParityTolerance) << name;
+}
+
 inline void ExpectFeaturesMatchReference(ClipModel& model, const std::string& name) {
   ExpectImageFeaturesMatchReference(model, name);
   ExpectTextFeaturesMatchReference(model, name);
