@@ -3,6 +3,8 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <new>
+
 namespace oclip {
 
 // In front of every block's data; 64 bytes keep the data 64-byte aligned, as
@@ -37,9 +39,7 @@ c10::DataPtr CachingCpuAllocator::allocate(size_t bytes) const {
   }
   if (header == nullptr) {
     // Throws c10::Error when out of memory, as the default allocator does.
-    header = static_cast<Header*>(c10::alloc_cpu(sizeof(Header) + bytes));
-    header->owner = this;
-    header->bytes = bytes;
+    header = new (c10::alloc_cpu(sizeof(Header) + bytes)) Header{this, bytes};
   }
   void* data = header + 1;
   return c10::DataPtr(data, data, &Release, c10::Device(c10::DeviceType::CPU));
