@@ -74,6 +74,26 @@ class AmxInt8LinearKernel : public PackedKernel {
     return AmxInt8Linear(x, weight_, bias_);
   }
 
+  // The transformers' GELU / QuickGELU and residual adds are applied while the
+  // kernel writes its fp32 output; ReLU (no transformer uses it) runs unfused.
+  torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const override {
+    Int8Epilogue fused;
+    fused.residual = epilogue.residual;
+    if (epilogue.activation.has_value()) {
+      switch (*epilogue.activation) {
+        case Activation::kGelu:
+          fused.activation = Int8Activation::kGelu;
+          break;
+        case Activation::kQuickGelu:
+          fused.activation = Int8Activation::kQuickGelu;
+          break;
+        case Activation::kRelu:
+          return PackedKernel::RunFused(x, epilogue);
+      }
+    }
+    return AmxInt8Linear(x, weight_, bias_, fused);
+  }
+
  private:
   Int8PackedWeight weight_;
   torch::Tensor bias_;

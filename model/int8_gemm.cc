@@ -102,7 +102,7 @@ Int8PackedWeight PackInt8Weight(const at::Tensor& weight) {
 }
 
 at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
-                         const at::Tensor& bias) {
+                         const at::Tensor& bias, const Int8Epilogue& epilogue) {
   TORCH_CHECK(AmxInt8Available(), "AmxInt8Linear needs a CPU with AMX-INT8 (and Linux's permission)");
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == weight.in_features, "AmxInt8Linear: input ",
               x.sizes(), " does not end in the weight's ", weight.in_features, " inputs");
@@ -111,11 +111,17 @@ at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
               " outputs");
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = weight.out_features;
+  TORCH_CHECK(!epilogue.residual.defined() || epilogue.residual.sizes() == out_shape,
+              "AmxInt8Linear: residual ", epilogue.residual.sizes(),
+              " does not have the output's shape ", out_shape);
   const at::Tensor flat = x.reshape({-1, weight.in_features}).to(at::kFloat).contiguous();
   const int64_t m = flat.size(0);
   if (m == 0) return at::empty(out_shape, x.options());
 #if OCLIP_HAVE_AMX_KERNEL
   const at::Tensor bias_f = bias.defined() ? bias.to(at::kFloat).contiguous() : bias;
+  const at::Tensor residual_f = epilogue.residual.defined()
+                                    ? epilogue.residual.to(at::kFloat).contiguous()
+                                    : epilogue.residual;
   const int64_t m_padded = RoundUp(m, kBlockRows);
   const at::Tensor a = at::empty({m_padded * weight.padded_in}, at::kByte);
   const at::Tensor row_scales = at::empty({m}, at::kFloat);
@@ -134,6 +140,18 @@ at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
   args.column_sums = weight.column_sums.data_ptr<int32_t>();
   args.bias = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
   args.out = out.data_ptr<float>();
+  args.residual = residual_f.defined() ? residual_f.data_ptr<float>() : nullptr;
+  switch (epilogue.activation) {
+    case Int8Activation::kNone:
+      args.activation = int8_gemm_internal::EpilogueActivation::kNone;
+      break;
+    case Int8Activation::kGelu:
+      args.activation = int8_gemm_internal::EpilogueActivation::kGelu;
+      break;
+    case Int8Activation::kQuickGelu:
+      args.activation = int8_gemm_internal::EpilogueActivation::kQuickGelu;
+      break;
+  }
   args.m = m;
   args.n = weight.out_features;
   args.k_padded = weight.padded_in;

@@ -24,6 +24,14 @@ torch::Tensor Activate(Activation activation, const torch::Tensor& x) {
   return x;
 }
 
+torch::Tensor PackedKernel::RunFused(const torch::Tensor& x,
+                                     const LinearEpilogue& epilogue) const {
+  torch::Tensor y = Run(x);
+  if (epilogue.activation.has_value()) y = Activate(*epilogue.activation, y);
+  if (epilogue.residual.defined()) y = epilogue.residual + y;
+  return y;
+}
+
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias,
                        const torch::TensorOptions& options) {
   weight = register_parameter("weight", torch::empty({out_features, in_features}, options));
@@ -106,6 +114,20 @@ MultiheadAttentionImpl::MultiheadAttentionImpl(int64_t dim, int64_t heads_value,
 
 torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x,
                                               const torch::Tensor& attn_mask) {
+  return out_proj(Attend(x, attn_mask));
+}
+
+torch::Tensor MultiheadAttentionImpl::ForwardPlus(const torch::Tensor& x,
+                                                  const torch::Tensor& attn_mask,
+                                                  const torch::Tensor& residual) {
+  if (UsePacked(out_proj->packed)) {
+    return out_proj->packed->RunFused(Attend(x, attn_mask), {std::nullopt, residual});
+  }
+  return residual + forward(x, attn_mask);
+}
+
+torch::Tensor MultiheadAttentionImpl::Attend(const torch::Tensor& x,
+                                             const torch::Tensor& attn_mask) {
   const int64_t n = x.size(0), l = x.size(1), d = x.size(2);
   // One GEMM for q, k and v, then [N, L, 3, H, Dh] -> three [N, H, L, Dh].
   torch::Tensor qkv = (UsePacked(packed_in_proj) ? packed_in_proj->Run(x)
@@ -113,7 +135,7 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x,
                           .view({n, l, 3, heads, d / heads})
                           .permute({2, 0, 3, 1, 4});
   torch::Tensor out = ScaledDotProductAttention(qkv[0], qkv[1], qkv[2], attn_mask);
-  return out_proj(out.transpose(1, 2).reshape({n, l, d}));
+  return out.transpose(1, 2).reshape({n, l, d});
 }
 
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, Activation activation_value,
@@ -125,8 +147,18 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, Activation activation_value,
   register_module("c_proj", c_proj);
 }
 
-torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return c_proj(Activate(activation, c_fc(x)));
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) { return c_proj(Hidden(x)); }
+
+torch::Tensor MlpImpl::ForwardPlus(const torch::Tensor& x, const torch::Tensor& residual) {
+  if (UsePacked(c_proj->packed)) {
+    return c_proj->packed->RunFused(Hidden(x), {std::nullopt, residual});
+  }
+  return residual + forward(x);
+}
+
+torch::Tensor MlpImpl::Hidden(const torch::Tensor& x) {
+  if (UsePacked(c_fc->packed)) return c_fc->packed->RunFused(x, {activation, torch::Tensor()});
+  return Activate(activation, c_fc(x));
 }
 
 ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(
@@ -144,8 +176,11 @@ ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(
 
 torch::Tensor ResidualAttentionBlockImpl::forward(const torch::Tensor& x,
                                                   const torch::Tensor& attn_mask) {
-  torch::Tensor h = x + attn(ln_1(x), attn_mask);
-  return h + mlp(ln_2(h));
+  // Under InferenceMode with packed kernels, out_proj and c_proj add the
+  // residual as they write their output; otherwise these are x + attn(...)
+  // and h + mlp(...), autograd included.
+  torch::Tensor h = attn->ForwardPlus(ln_1(x), attn_mask, x);
+  return mlp->ForwardPlus(ln_2(h), h);
 }
 
 TransformerImpl::TransformerImpl(int64_t dim, int64_t layers, int64_t heads,

@@ -24,19 +24,32 @@
 
 #include <torch/torch.h>
 
+#include <optional>
+
 namespace oclip {
 
 enum class Activation { kGelu, kQuickGelu, kRelu };
 
 torch::Tensor Activate(Activation activation, const torch::Tensor& x);
 
+// What may follow a Linear and be folded into its kernel's output write:
+// out = residual + Activate(activation, y), each part optional.
+struct LinearEpilogue {
+  std::optional<Activation> activation;
+  torch::Tensor residual;  // y's shape, or undefined
+};
+
 // A layer's weights prepared for inference, and the GEMM/convolution that uses
 // them: Run(x) returns what the layer's plain forward would, in x's dtype.
-// Immutable once built; Run may be called concurrently.
+// RunFused(x, epilogue) returns residual + Activate(activation, Run(x)); the
+// default computes exactly that, a kernel that can apply the epilogue while it
+// writes its output (the AMX int8 Linear) overrides it. Immutable once built;
+// Run and RunFused may be called concurrently.
 class PackedKernel {
  public:
   virtual ~PackedKernel() = default;
   virtual torch::Tensor Run(const torch::Tensor& x) const = 0;
+  virtual torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const;
 };
 
 // True when a layer should use its PackedKernel: one is installed and autograd
@@ -119,12 +132,20 @@ class MultiheadAttentionImpl : public torch::nn::Module {
                          const torch::TensorOptions& options);
   // x [N, L, D]; attn_mask additive [L, L] or undefined.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& attn_mask);
+  // residual + forward(x, attn_mask), the addition folded into out_proj's
+  // packed kernel under InferenceMode (the residual block's first half).
+  torch::Tensor ForwardPlus(const torch::Tensor& x, const torch::Tensor& attn_mask,
+                            const torch::Tensor& residual);
 
   torch::Tensor in_proj_weight;
   torch::Tensor in_proj_bias;
   Linear out_proj;
   int64_t heads;
   std::shared_ptr<const PackedKernel> packed_in_proj;  // inference only, or null
+
+ private:
+  // The heads' outputs before out_proj, [N, L, D].
+  torch::Tensor Attend(const torch::Tensor& x, const torch::Tensor& attn_mask);
 };
 TORCH_MODULE(MultiheadAttention);
 
@@ -134,10 +155,18 @@ class MlpImpl : public torch::nn::Module {
   MlpImpl(int64_t dim, int64_t hidden, Activation activation,
           const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
+  // residual + forward(x), the addition folded into c_proj's packed kernel
+  // under InferenceMode (the residual block's second half).
+  torch::Tensor ForwardPlus(const torch::Tensor& x, const torch::Tensor& residual);
 
   Linear c_fc;
   Linear c_proj;
   Activation activation;
+
+ private:
+  // Activate(activation, c_fc(x)), the activation folded into c_fc's packed
+  // kernel under InferenceMode.
+  torch::Tensor Hidden(const torch::Tensor& x);
 };
 TORCH_MODULE(Mlp);
 
