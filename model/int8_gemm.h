@@ -70,12 +70,24 @@ struct Int8Epilogue {
   at::Tensor residual;  // the output's shape [..., N], any float dtype; or undefined
 };
 
-// y = x·Wᵀ + b for x [..., K] (any float dtype; fp32 inside), bias [N] or
-// undefined, then the epilogue; returns [..., N] in x's dtype. Needs
-// AmxInt8Available(); throws c10::Error (TORCH_CHECK) on shape mismatches
-// (the residual's included) or without AMX.
+// A LayerNorm over x's last dimension (torch::layer_norm with this weight,
+// bias and eps, both [K]) that AmxInt8Linear may apply to x first, fused into
+// its per-row quantization: the normalized fp32 x is never written. An
+// undefined weight means none.
+struct Int8InputLayerNorm {
+  at::Tensor weight;
+  at::Tensor bias;
+  double eps = 1e-5;
+};
+
+// y = LayerNorm(x) (where input_norm has a weight) ·Wᵀ + b for x [..., K]
+// (any float dtype; fp32 inside), bias [N] or undefined, then the epilogue;
+// returns [..., N] in x's dtype. Needs AmxInt8Available(); throws c10::Error
+// (TORCH_CHECK) on shape mismatches (the residual's and the LayerNorm's
+// included) or without AMX.
 at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
-                         const at::Tensor& bias, const Int8Epilogue& epilogue = {});
+                         const at::Tensor& bias, const Int8Epilogue& epilogue = {},
+                         const Int8InputLayerNorm& input_norm = {});
 
 }  // namespace oclip
 

@@ -192,7 +192,7 @@ void VectorErf(const float* x, float* y, int64_t count) { ForEachVector(x, y, co
 
 void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padded,
                          int64_t row_begin, int64_t row_end, uint8_t* a, float* scales,
-                         int32_t* zero_points) {
+                         int32_t* zero_points, const RowLayerNorm* norm) {
   const int64_t k_tiles = k_padded / kTileK;
   for (int64_t m = row_begin; m < row_end; ++m) {
     uint8_t* tile_row = a + (m / kTileRows) * k_tiles * kTileBytes + (m % kTileRows) * kTileK;
@@ -203,11 +203,38 @@ void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padd
       continue;
     }
     const float* x_row = x + m * k;
+    // The row's LayerNorm as v -> (v - mean) * rstd * gamma + beta, or the
+    // identity; masked-off lanes stay 0 either way (gamma and beta load as 0).
+    __m512 mean = _mm512_setzero_ps();
+    __m512 rstd = _mm512_set1_ps(1.0f);
+    if (norm != nullptr) {
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t j = 0; j < k; j += 16) {
+        sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(FirstLanes(k - j), x_row + j));
+      }
+      mean = _mm512_set1_ps(_mm512_reduce_add_ps(sum) / static_cast<float>(k));
+      __m512 squares = _mm512_setzero_ps();
+      for (int64_t j = 0; j < k; j += 16) {
+        const __mmask16 mask = FirstLanes(k - j);
+        const __m512 d = _mm512_maskz_sub_ps(mask, _mm512_maskz_loadu_ps(mask, x_row + j), mean);
+        squares = _mm512_fmadd_ps(d, d, squares);
+      }
+      const float variance = _mm512_reduce_add_ps(squares) / static_cast<float>(k);
+      const float root = _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(variance + norm->eps)));
+      rstd = _mm512_set1_ps(1.0f / root);
+    }
+    auto load = [&](int64_t j, __mmask16 mask) {
+      const __m512 v = _mm512_maskz_loadu_ps(mask, x_row + j);
+      if (norm == nullptr) return v;
+      return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(v, mean), rstd),
+                             _mm512_maskz_loadu_ps(mask, norm->gamma + j),
+                             _mm512_maskz_loadu_ps(mask, norm->beta + j));
+    };
     __m512 lo = _mm512_setzero_ps();
     __m512 hi = _mm512_setzero_ps();
     for (int64_t j = 0; j < k; j += 16) {
       // Masked-off lanes read as 0, which the range includes anyway.
-      const __m512 v = _mm512_maskz_loadu_ps(FirstLanes(k - j), x_row + j);
+      const __m512 v = load(j, FirstLanes(k - j));
       lo = _mm512_min_ps(lo, v);
       hi = _mm512_max_ps(hi, v);
     }
@@ -226,7 +253,7 @@ void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padd
     const __m512i zero_i = _mm512_setzero_si512();
     for (int64_t j = 0; j < k_padded; j += 16) {
       const __mmask16 mask = FirstLanes(k - j);
-      const __m512 v = _mm512_maskz_loadu_ps(mask, x_row + j);
+      const __m512 v = load(j, mask);
       __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv_v)), zero_point_v);
       q = _mm512_max_epi32(q, zero_i);
       // Unsigned saturation clamps at 255; lanes past k become 0.

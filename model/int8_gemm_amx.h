@@ -37,7 +37,18 @@ inline constexpr int64_t kItemRows = 256;   // kBlockRows multiple
 // (all zeros, say) is quantized with kMinScale.
 inline constexpr float kMinScale = 1e-20f;
 
-// Quantizes rows [row_begin, row_end) of x (fp32, row-major [*, k]) to uint8,
+// A LayerNorm applied to each row of x before it is quantized, as
+// torch::layer_norm over the last dimension: mean and biased variance of the
+// row, y = (x - mean) / sqrt(var + eps) * gamma + beta, in fp32.
+struct RowLayerNorm {
+  const float* gamma;  // [k]
+  const float* beta;   // [k]
+  float eps;
+};
+
+// Quantizes rows [row_begin, row_end) of x (fp32, row-major [*, k]), or of
+// LayerNorm(x) where `norm` is given (the fp32 normalized rows are never
+// stored), to uint8,
 // each row with its own scale and zero point:
 //   lo = min(0, min_k x), hi = max(0, max_k x),
 //   scale = max((hi - lo) / 255, kMinScale), inv = 1 / scale,
@@ -48,7 +59,7 @@ inline constexpr float kMinScale = 1e-20f;
 // zero point 0.
 void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padded,
                          int64_t row_begin, int64_t row_end, uint8_t* a, float* scales,
-                         int32_t* zero_points);
+                         int32_t* zero_points, const RowLayerNorm* norm = nullptr);
 
 // What the epilogue applies to the linear result v before it writes it:
 //   kGelu       0.5 v (1 + erf(v / sqrt(2)))   (exact GELU, as torch::gelu)

@@ -39,17 +39,23 @@ struct LinearEpilogue {
   torch::Tensor residual;  // y's shape, or undefined
 };
 
+class LayerNormImpl;
+
 // A layer's weights prepared for inference, and the GEMM/convolution that uses
 // them: Run(x) returns what the layer's plain forward would, in x's dtype.
-// RunFused(x, epilogue) returns residual + Activate(activation, Run(x)); the
-// default computes exactly that, a kernel that can apply the epilogue while it
-// writes its output (the AMX int8 Linear) overrides it. Immutable once built;
-// Run and RunFused may be called concurrently.
+// RunFused(x, epilogue) returns residual + Activate(activation, Run(x)), and
+// RunNormalizedFused(x, ln, epilogue) returns RunFused(ln(x), epilogue); the
+// defaults compute exactly that, a kernel that can apply the epilogue while it
+// writes its output, or the LayerNorm while it reads its input (the AMX int8
+// Linear), overrides them. Immutable once built; the Run methods may be called
+// concurrently.
 class PackedKernel {
  public:
   virtual ~PackedKernel() = default;
   virtual torch::Tensor Run(const torch::Tensor& x) const = 0;
   virtual torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const;
+  virtual torch::Tensor RunNormalizedFused(const torch::Tensor& x, LayerNormImpl& ln,
+                                           const LinearEpilogue& epilogue) const;
 };
 
 // True when a layer should use its PackedKernel: one is installed and autograd
@@ -132,10 +138,11 @@ class MultiheadAttentionImpl : public torch::nn::Module {
                          const torch::TensorOptions& options);
   // x [N, L, D]; attn_mask additive [L, L] or undefined.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& attn_mask);
-  // residual + forward(x, attn_mask), the addition folded into out_proj's
-  // packed kernel under InferenceMode (the residual block's first half).
-  torch::Tensor ForwardPlus(const torch::Tensor& x, const torch::Tensor& attn_mask,
-                            const torch::Tensor& residual);
+  // x + forward(ln(x), attn_mask), the residual block's first half. Under
+  // InferenceMode the packed kernels fold ln into in_proj's input and the
+  // addition into out_proj's output.
+  torch::Tensor ForwardNormPlus(LayerNormImpl& ln, const torch::Tensor& x,
+                                const torch::Tensor& attn_mask);
 
   torch::Tensor in_proj_weight;
   torch::Tensor in_proj_bias;
@@ -144,8 +151,9 @@ class MultiheadAttentionImpl : public torch::nn::Module {
   std::shared_ptr<const PackedKernel> packed_in_proj;  // inference only, or null
 
  private:
-  // The heads' outputs before out_proj, [N, L, D].
-  torch::Tensor Attend(const torch::Tensor& x, const torch::Tensor& attn_mask);
+  // The heads' outputs before out_proj, [N, L, D], for the input ln(x) (x
+  // where ln is null).
+  torch::Tensor Attend(const torch::Tensor& x, const torch::Tensor& attn_mask, LayerNormImpl* ln);
 };
 TORCH_MODULE(MultiheadAttention);
 
@@ -155,18 +163,19 @@ class MlpImpl : public torch::nn::Module {
   MlpImpl(int64_t dim, int64_t hidden, Activation activation,
           const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
-  // residual + forward(x), the addition folded into c_proj's packed kernel
-  // under InferenceMode (the residual block's second half).
-  torch::Tensor ForwardPlus(const torch::Tensor& x, const torch::Tensor& residual);
+  // x + forward(ln(x)), the residual block's second half. Under
+  // InferenceMode the packed kernels fold ln into c_fc's input and the
+  // addition into c_proj's output.
+  torch::Tensor ForwardNormPlus(LayerNormImpl& ln, const torch::Tensor& x);
 
   Linear c_fc;
   Linear c_proj;
   Activation activation;
 
  private:
-  // Activate(activation, c_fc(x)), the activation folded into c_fc's packed
-  // kernel under InferenceMode.
-  torch::Tensor Hidden(const torch::Tensor& x);
+  // Activate(activation, c_fc(ln(x))) (x where ln is null), the LayerNorm
+  // and the activation folded into c_fc's packed kernel under InferenceMode.
+  torch::Tensor Hidden(const torch::Tensor& x, LayerNormImpl* ln);
 };
 TORCH_MODULE(Mlp);
 

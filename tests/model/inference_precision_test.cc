@@ -1,8 +1,9 @@
 // The CPU inference precisions (model/inference_precision.h) against Python
 // OpenCLIP's features on the tiny fixtures: the prepared fp32 path stays within
 // the parity tolerance, bf16 and int8 within their stated feature cosines.
-// The residual block's fused epilogues (layers.h PackedKernel::RunFused) with
-// a logging kernel: which Linear folds in what, and the same result.
+// The residual block's fused LayerNorms and epilogues (layers.h PackedKernel::
+// RunNormalizedFused / RunFused) with a logging kernel: which Linear folds in
+// what, and the same result.
 
 #include "model/inference_precision.h"
 
@@ -168,15 +169,19 @@ TEST(InferencePrecisionTest, RefusesWhatTheDeviceCannotRun) {
   EXPECT_TRUE(absl::StrContains(fp16.status().message(), "CUDA")) << fp16.status();
 }
 
-// A plain fp32 Linear kernel that logs each epilogue it is asked to fold in
-// and applies it with PackedKernel's default RunFused (Run, Activate, add).
+// A plain fp32 Linear kernel that logs each LayerNorm and epilogue it is
+// asked to fold in and applies them with PackedKernel's defaults
+// (LayerNormImpl::forward, Run, Activate, add).
 class LoggingLinearKernel : public PackedKernel {
  public:
-  LoggingLinearKernel(const LinearImpl& linear, std::string name, std::vector<std::string>* log)
-      : weight_(linear.weight.detach().clone()),
-        bias_(linear.bias.detach().clone()),
+  LoggingLinearKernel(const torch::Tensor& weight, const torch::Tensor& bias, std::string name,
+                      std::vector<std::string>* log)
+      : weight_(weight.detach().clone()),
+        bias_(bias.detach().clone()),
         name_(std::move(name)),
         log_(log) {}
+  LoggingLinearKernel(const LinearImpl& linear, std::string name, std::vector<std::string>* log)
+      : LoggingLinearKernel(linear.weight, linear.bias, std::move(name), log) {}
 
   torch::Tensor Run(const torch::Tensor& x) const override {
     log_->push_back(name_);
@@ -191,6 +196,16 @@ class LoggingLinearKernel : public PackedKernel {
     std::swap(inner, *log_);
     return y;
   }
+  torch::Tensor RunNormalizedFused(const torch::Tensor& x, LayerNormImpl& ln,
+                                   const LinearEpilogue& epilogue) const override {
+    log_->push_back(name_ + " layer_norm");
+    std::vector<std::string> inner;  // RunFused's own entry, not logged.
+    std::swap(inner, *log_);
+    torch::Tensor y = PackedKernel::RunNormalizedFused(x, ln, epilogue);
+    std::swap(inner, *log_);
+    log_->back() += inner.at(0).substr(name_.size());  // + what RunFused was asked to fold in
+    return y;
+  }
 
  private:
   torch::Tensor weight_;
@@ -199,7 +214,7 @@ class LoggingLinearKernel : public PackedKernel {
   std::vector<std::string>* log_;
 };
 
-TEST(FusedEpilogueTest, ResidualBlockFoldsActivationAndResidualsIntoPackedKernels) {
+TEST(FusedEpilogueTest, ResidualBlockFoldsLayerNormsActivationAndResidualsIntoPackedKernels) {
   torch::manual_seed(7);
   for (const Activation activation : {Activation::kGelu, Activation::kQuickGelu}) {
     ResidualAttentionBlock block(16, 2, 64, activation, torch::TensorOptions());
@@ -215,6 +230,8 @@ TEST(FusedEpilogueTest, ResidualBlockFoldsActivationAndResidualsIntoPackedKernel
       expected = block(x, torch::Tensor());  // no packed kernels: the plain layers
     }
     std::vector<std::string> log;
+    block->attn->packed_in_proj = std::make_shared<LoggingLinearKernel>(
+        block->attn->in_proj_weight, block->attn->in_proj_bias, "in_proj", &log);
     block->attn->out_proj->packed =
         std::make_shared<LoggingLinearKernel>(*block->attn->out_proj, "out_proj", &log);
     block->mlp->c_fc->packed = std::make_shared<LoggingLinearKernel>(*block->mlp->c_fc, "c_fc", &log);
@@ -225,8 +242,8 @@ TEST(FusedEpilogueTest, ResidualBlockFoldsActivationAndResidualsIntoPackedKernel
       torch::InferenceMode inference;
       fused = block(x, torch::Tensor());
     }
-    EXPECT_EQ(log, (std::vector<std::string>{"out_proj residual", "c_fc activation",
-                                             "c_proj residual"}));
+    EXPECT_EQ(log, (std::vector<std::string>{"in_proj layer_norm", "out_proj residual",
+                                             "c_fc layer_norm activation", "c_proj residual"}));
     EXPECT_LE((fused - expected).abs().max().item<double>(), 1e-6);
     // Autograd on (training): the plain weights and ops run, never a kernel.
     log.clear();

@@ -3,7 +3,8 @@
 // the fp32 epilogue is the same fma, so the two agree to float rounding.
 // Shapes cover tile remainders in M, N and K, M = 1, K around multiples of 64,
 // with and without bias; the fused epilogue (GELU, QuickGELU, residual)
-// against the unfused kernel followed by LibTorch's ops, and the epilogue's
+// against the unfused kernel followed by LibTorch's ops, the fused input
+// LayerNorm against torch::layer_norm before the kernel, and the epilogue's
 // vectorized erf / exp / sigmoid against std:: in double. The weight packing
 // runs (and is tested) without AMX; the GEMM and epilogue tests skip, saying
 // so, on a CPU without AMX-INT8.
@@ -252,7 +253,9 @@ TEST(Int8GemmEpilogueMathTest, ErfWithin1e6OfStdErfInDouble) {
       worst_x = x[i];
     }
     // Odd: the sign follows x (erf(-0) = -0).
-    if (x[i] != 0.0f) EXPECT_EQ(std::signbit(y[i]), std::signbit(x[i])) << x[i];
+    if (x[i] != 0.0f) {
+      EXPECT_EQ(std::signbit(y[i]), std::signbit(x[i])) << x[i];
+    }
   }
   EXPECT_LE(worst, 1e-6) << "at x = " << worst_x;
   std::cout << "[ erf      ] max abs error " << worst << " at " << worst_x << "\n";
@@ -364,6 +367,69 @@ TEST(Int8GemmTest, FusedResidualKeepsLeadingDimensionsAndIsChecked) {
   EXPECT_THROW(AmxInt8Linear(x, packed, bias, epilogue), c10::Error);
   epilogue.residual = torch::randn({2, 5, 21});
   EXPECT_THROW(AmxInt8Linear(x, packed, bias, epilogue), c10::Error);
+}
+
+TEST(Int8GemmTest, LayerNormFusedIntoQuantizationMatchesLayerNormThenQuantization) {
+  if (!AmxInt8Available()) GTEST_SKIP() << kNoAmx;
+  torch::manual_seed(8);
+  for (const Shape& s : std::vector<Shape>{{1, 8, 16}, {37, 20, 70}, {64, 33, 768}}) {
+    const int64_t k_padded = (s.k + 63) / 64 * 64, m_padded = (s.m + 31) / 32 * 32;
+    // Rows with an offset and a spread of their own, as the residual stream has.
+    const torch::Tensor x = torch::randn({s.m, s.k}) * (torch::rand({s.m, 1}) * 5 + 0.1) +
+                            torch::randn({s.m, 1}) * 3;
+    const torch::Tensor gamma = torch::randn({s.k});
+    const torch::Tensor beta = torch::randn({s.k}) * 0.5;
+    const torch::Tensor normalized = torch::layer_norm(x, {s.k}, gamma, beta, 1e-5).contiguous();
+    // The quantizer alone: the same bytes, scales and zero points as quantizing
+    // torch::layer_norm's output, but for float rounding (a byte off by one
+    // where LayerNorm's last bit moved a value across a rounding boundary).
+    std::vector<uint8_t> fused_a(m_padded * k_padded), expected_a(m_padded * k_padded);
+    std::vector<float> fused_scales(s.m), expected_scales(s.m);
+    std::vector<int32_t> fused_zero(s.m), expected_zero(s.m);
+    const int8_gemm_internal::RowLayerNorm norm{gamma.data_ptr<float>(), beta.data_ptr<float>(),
+                                                1e-5f};
+    int8_gemm_internal::QuantizeRowsToTiles(x.data_ptr<float>(), s.m, s.k, k_padded, 0, m_padded,
+                                            fused_a.data(), fused_scales.data(),
+                                            fused_zero.data(), &norm);
+    int8_gemm_internal::QuantizeRowsToTiles(normalized.data_ptr<float>(), s.m, s.k, k_padded, 0,
+                                            m_padded, expected_a.data(), expected_scales.data(),
+                                            expected_zero.data());
+    int64_t off_by_one = 0;
+    for (size_t i = 0; i < fused_a.size(); ++i) {
+      const int difference = std::abs(fused_a[i] - expected_a[i]);
+      ASSERT_LE(difference, 1) << "byte " << i;
+      off_by_one += difference;
+    }
+    EXPECT_LE(off_by_one, std::max<int64_t>(1, s.m * s.k / 1000)) << "m " << s.m << " k " << s.k;
+    for (int64_t r = 0; r < s.m; ++r) {
+      EXPECT_NEAR(fused_scales[r], expected_scales[r], 1e-5 * expected_scales[r]) << r;
+      EXPECT_LE(std::abs(fused_zero[r] - expected_zero[r]), 1) << r;
+    }
+    // The whole Linear, with the MLP's GELU and a residual as c_fc / c_proj
+    // use it: within a few quantization steps of LayerNorm then the kernel.
+    const torch::Tensor weight = torch::randn({s.n, s.k}) * (1.0 / std::sqrt(s.k));
+    const torch::Tensor bias = torch::randn({s.n});
+    const Int8PackedWeight packed = PackInt8Weight(weight);
+    Int8Epilogue epilogue;
+    epilogue.activation = Int8Activation::kGelu;
+    epilogue.residual = torch::randn({s.m, s.n});
+    const torch::Tensor fused =
+        AmxInt8Linear(x, packed, bias, epilogue, Int8InputLayerNorm{gamma, beta, 1e-5});
+    const torch::Tensor expected = AmxInt8Linear(normalized, packed, bias, epilogue);
+    // (A byte off by one moves an output by one activation step times one weight.)
+    EXPECT_LE(RelativeMaxError(fused, expected), 5e-3) << "m " << s.m << " k " << s.k;
+    EXPECT_LE(RelativeMaxError(fused, epilogue.residual +
+                                          torch::gelu(torch::linear(normalized, weight, bias))),
+              0.05)
+        << "m " << s.m << " k " << s.k;
+  }
+  const Int8PackedWeight packed = PackInt8Weight(torch::randn({4, 16}));
+  EXPECT_THROW(AmxInt8Linear(torch::randn({2, 16}), packed, torch::Tensor(), {},
+                             Int8InputLayerNorm{torch::ones({15}), torch::zeros({15}), 1e-5}),
+               c10::Error);
+  EXPECT_THROW(AmxInt8Linear(torch::randn({2, 16}), packed, torch::Tensor(), {},
+                             Int8InputLayerNorm{torch::ones({16}), torch::Tensor(), 1e-5}),
+               c10::Error);
 }
 
 TEST(Int8GemmTest, RefusesMismatchedShapes) {
