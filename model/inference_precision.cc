@@ -74,7 +74,44 @@ class AmxInt8LinearKernel : public PackedKernel {
     return AmxInt8Linear(x, weight_, bias_);
   }
 
+  // The transformers' GELU / QuickGELU and residual adds are applied while the
+  // kernel writes its fp32 output, their LayerNorms while it quantizes its
+  // input; ReLU (no transformer uses it) runs unfused.
+  torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const override {
+    return RunAmx(x, epilogue, nullptr);
+  }
+  torch::Tensor RunNormalizedFused(const torch::Tensor& x, LayerNormImpl& ln,
+                                   const LinearEpilogue& epilogue) const override {
+    return RunAmx(x, epilogue, &ln);
+  }
+
  private:
+  torch::Tensor RunAmx(const torch::Tensor& x, const LinearEpilogue& epilogue,
+                       LayerNormImpl* ln) const {
+    Int8Epilogue fused;
+    fused.residual = epilogue.residual;
+    if (epilogue.activation.has_value()) {
+      switch (*epilogue.activation) {
+        case Activation::kGelu:
+          fused.activation = Int8Activation::kGelu;
+          break;
+        case Activation::kQuickGelu:
+          fused.activation = Int8Activation::kQuickGelu;
+          break;
+        case Activation::kRelu:
+          return ln != nullptr ? PackedKernel::RunNormalizedFused(x, *ln, epilogue)
+                               : PackedKernel::RunFused(x, epilogue);
+      }
+    }
+    Int8InputLayerNorm norm;
+    if (ln != nullptr) {
+      norm.weight = ln->weight;
+      norm.bias = ln->bias;
+      norm.eps = ln->eps;
+    }
+    return AmxInt8Linear(x, weight_, bias_, fused, norm);
+  }
+
   Int8PackedWeight weight_;
   torch::Tensor bias_;
 };

@@ -102,20 +102,32 @@ Int8PackedWeight PackInt8Weight(const at::Tensor& weight) {
 }
 
 at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
-                         const at::Tensor& bias) {
+                         const at::Tensor& bias, const Int8Epilogue& epilogue,
+                         const Int8InputLayerNorm& input_norm) {
   TORCH_CHECK(AmxInt8Available(), "AmxInt8Linear needs a CPU with AMX-INT8 (and Linux's permission)");
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == weight.in_features, "AmxInt8Linear: input ",
               x.sizes(), " does not end in the weight's ", weight.in_features, " inputs");
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.out_features),
               "AmxInt8Linear: bias ", bias.sizes(), " does not match ", weight.out_features,
               " outputs");
+  TORCH_CHECK(!input_norm.weight.defined() ||
+                  (input_norm.weight.dim() == 1 && input_norm.weight.size(0) == weight.in_features &&
+                   input_norm.bias.defined() && input_norm.bias.sizes() == input_norm.weight.sizes()),
+              "AmxInt8Linear: the LayerNorm's weight and bias must both be [", weight.in_features,
+              "]");
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = weight.out_features;
+  TORCH_CHECK(!epilogue.residual.defined() || epilogue.residual.sizes() == out_shape,
+              "AmxInt8Linear: residual ", epilogue.residual.sizes(),
+              " does not have the output's shape ", out_shape);
   const at::Tensor flat = x.reshape({-1, weight.in_features}).to(at::kFloat).contiguous();
   const int64_t m = flat.size(0);
   if (m == 0) return at::empty(out_shape, x.options());
 #if OCLIP_HAVE_AMX_KERNEL
   const at::Tensor bias_f = bias.defined() ? bias.to(at::kFloat).contiguous() : bias;
+  const at::Tensor residual_f = epilogue.residual.defined()
+                                    ? epilogue.residual.to(at::kFloat).contiguous()
+                                    : epilogue.residual;
   const int64_t m_padded = RoundUp(m, kBlockRows);
   const at::Tensor a = at::empty({m_padded * weight.padded_in}, at::kByte);
   const at::Tensor row_scales = at::empty({m}, at::kFloat);
@@ -134,15 +146,37 @@ at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
   args.column_sums = weight.column_sums.data_ptr<int32_t>();
   args.bias = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
   args.out = out.data_ptr<float>();
+  args.residual = residual_f.defined() ? residual_f.data_ptr<float>() : nullptr;
+  switch (epilogue.activation) {
+    case Int8Activation::kNone:
+      args.activation = int8_gemm_internal::EpilogueActivation::kNone;
+      break;
+    case Int8Activation::kGelu:
+      args.activation = int8_gemm_internal::EpilogueActivation::kGelu;
+      break;
+    case Int8Activation::kQuickGelu:
+      args.activation = int8_gemm_internal::EpilogueActivation::kQuickGelu;
+      break;
+  }
   args.m = m;
   args.n = weight.out_features;
   args.k_padded = weight.padded_in;
   args.m_padded = m_padded;
   args.n_padded = weight.padded_out;
-  // Quantizes rows [begin, end) of x into A, for the calling thread.
+  at::Tensor norm_weight, norm_bias;
+  int8_gemm_internal::RowLayerNorm norm{};
+  if (input_norm.weight.defined()) {
+    norm_weight = input_norm.weight.to(at::kFloat).contiguous();
+    norm_bias = input_norm.bias.to(at::kFloat).contiguous();
+    norm.gamma = norm_weight.data_ptr<float>();
+    norm.beta = norm_bias.data_ptr<float>();
+    norm.eps = static_cast<float>(input_norm.eps);
+  }
+  // Quantizes rows [begin, end) of x (or of LayerNorm(x)) into A, for the calling thread.
   auto quantize = [&](int64_t begin, int64_t end) {
     int8_gemm_internal::QuantizeRowsToTiles(x_data, m, weight.in_features, weight.padded_in,
-                                            begin, end, a_data, scale_data, zero_point_data);
+                                            begin, end, a_data, scale_data, zero_point_data,
+                                            input_norm.weight.defined() ? &norm : nullptr);
   };
   const int64_t row_blocks = m_padded / kBlockRows;
   const int64_t col_blocks = weight.padded_out / kBlockCols;

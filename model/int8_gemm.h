@@ -16,7 +16,10 @@
 //                straight into the A-tile layout with AVX-512.
 //   GEMM         exact int32 accumulation on 2 x 2 tiles per 32 x 32 block,
 //                then y = fma(float(acc - zero_point[m] * colsum[n]),
-//                row_scale[m] * weight_scale[n], b[n]) in fp32, split over
+//                row_scale[m] * weight_scale[n], b[n]) in fp32, optionally
+//                GELU / QuickGELU and a residual added in the same write
+//                (Int8Epilogue: the MLP's activation and the transformer
+//                block's residual adds cost no pass of their own), split over
 //                LibTorch's intra-op threads (at::parallel_for; int8_gemm.cc is
 //                compiled with OpenMP for that, see model/CMakeLists.txt).
 //
@@ -55,11 +58,36 @@ struct Int8PackedWeight {
 // anywhere (no AMX needed).
 Int8PackedWeight PackInt8Weight(const at::Tensor& weight);
 
-// y = x·Wᵀ + b for x [..., K] (any float dtype; fp32 inside), bias [N] or
-// undefined; returns [..., N] in x's dtype. Needs AmxInt8Available(); throws
-// c10::Error (TORCH_CHECK) on shape mismatches or without AMX.
+// What AmxInt8Linear may fold into its one fp32 write of y (the "epilogue"):
+// an activation of y, then a residual added: out = residual + activation(y).
+//   kGelu       exact (erf) GELU, as torch::gelu / nn.GELU()
+//   kQuickGelu  y * sigmoid(1.702 y), OpenAI CLIP's QuickGELU
+// Both within ~1e-6 of the exact functions (int8_gemm_amx.h's VectorErf and
+// VectorSigmoid), far below the int8 quantization error.
+enum class Int8Activation { kNone, kGelu, kQuickGelu };
+struct Int8Epilogue {
+  Int8Activation activation = Int8Activation::kNone;
+  at::Tensor residual;  // the output's shape [..., N], any float dtype; or undefined
+};
+
+// A LayerNorm over x's last dimension (torch::layer_norm with this weight,
+// bias and eps, both [K]) that AmxInt8Linear may apply to x first, fused into
+// its per-row quantization: the normalized fp32 x is never written. An
+// undefined weight means none.
+struct Int8InputLayerNorm {
+  at::Tensor weight;
+  at::Tensor bias;
+  double eps = 1e-5;
+};
+
+// y = LayerNorm(x) (where input_norm has a weight) ·Wᵀ + b for x [..., K]
+// (any float dtype; fp32 inside), bias [N] or undefined, then the epilogue;
+// returns [..., N] in x's dtype. Needs AmxInt8Available(); throws c10::Error
+// (TORCH_CHECK) on shape mismatches (the residual's and the LayerNorm's
+// included) or without AMX.
 at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
-                         const at::Tensor& bias);
+                         const at::Tensor& bias, const Int8Epilogue& epilogue = {},
+                         const Int8InputLayerNorm& input_norm = {});
 
 }  // namespace oclip
 

@@ -39,8 +39,93 @@ __mmask16 FirstLanes(int64_t count) {
 // Round to nearest, ties to even (the default MXCSR mode), as nearbyint.
 int32_t RoundToInt(float v) { return _mm_cvtss_si32(_mm_set_ss(v)); }
 
+// 1 / d to ~1 ulp: the 14-bit estimate and one Newton step, much cheaper
+// than a division. d must be finite and nonzero (callers keep d in [1, 5]).
+inline __m512 Reciprocal(__m512 d) {
+  const __m512 r = _mm512_rcp14_ps(d);
+  return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0f)), r);
+}
+
+// exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 in two parts
+// (Cody-Waite), exp(r) = 1 + r + r^2 P(r) on |r| <= ln(2) / 2 (Cephes' expf).
+// Inputs are clamped to [-104, 104] first (exp is 0 / inf in float beyond),
+// with the constant as the first operand so that a NaN passes through.
+inline __m512 Exp(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(104.0f), x);
+  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(e, n);
+}
+
+// x's sign bit (AVX-512 F has no float and/or: integer ops on the bits).
+inline __m512i SignBits(__m512 x) {
+  return _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN));
+}
+
+// 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) for x < 0: one
+// exp(-|x|) in [0, 1], no overflow, full precision where the result is tiny.
+inline __m512 Sigmoid(__m512 x) {
+  const __m512 e = Exp(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
+  const __m512 inv = Reciprocal(_mm512_add_ps(e, _mm512_set1_ps(1.0f)));
+  const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+  return _mm512_mask_mul_ps(inv, negative, inv, e);
+}
+
+// erf(|x|) = 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-x^2),
+// t = 1 / (1 + p |x|), with x's sign put back. |x| is clamped at 10 (erf is
+// 1 in float from 3.9 on) so that t's reciprocal never sees infinity.
+inline __m512 Erf(__m512 x) {
+  const __m512 a = _mm512_min_ps(_mm512_set1_ps(10.0f), _mm512_abs_ps(x));
+  const __m512 t = Reciprocal(_mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
+  __m512 poly = _mm512_set1_ps(1.061405429f);
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-1.453152027f));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(1.421413741f));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-0.284496736f));
+  poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.254829592f));
+  poly = _mm512_mul_ps(poly, t);
+  const __m512 e = Exp(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
+  const __m512 y = _mm512_fnmadd_ps(poly, e, _mm512_set1_ps(1.0f));
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), SignBits(x)));
+}
+
+// The epilogue's activation, chosen at compile time so that the block loop has
+// no branch per vector. Same operation order as PyTorch's kernels:
+// x * 0.5 * (1 + erf(x * M_SQRT1_2)) and x * sigmoid(x * 1.702).
+template <EpilogueActivation kActivation>
+inline __m512 Activate(__m512 v) {
+  if constexpr (kActivation == EpilogueActivation::kGelu) {
+    const __m512 half_v = _mm512_mul_ps(v, _mm512_set1_ps(0.5f));
+    const __m512 erf = Erf(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f)));
+    return _mm512_mul_ps(half_v, _mm512_add_ps(erf, _mm512_set1_ps(1.0f)));
+  } else if constexpr (kActivation == EpilogueActivation::kQuickGelu) {
+    return _mm512_mul_ps(v, Sigmoid(_mm512_mul_ps(v, _mm512_set1_ps(1.702f))));
+  } else {
+    return v;
+  }
+}
+
+// Applies f to count floats, 16 at a time (the tail masked).
+template <typename F>
+void ForEachVector(const float* x, float* y, int64_t count, F f) {
+  for (int64_t i = 0; i < count; i += 16) {
+    const __mmask16 mask = FirstLanes(count - i);
+    _mm512_mask_storeu_ps(y + i, mask, f(_mm512_maskz_loadu_ps(mask, x + i)));
+  }
+}
+
 // out[m, n] for the 32 x 32 block at (m0, n0) from its four 16 x 16 int32
 // accumulator tiles (acc[2 * i + j] holds rows m0 + 16 i, columns n0 + 16 j).
+template <EpilogueActivation kActivation>
 void Epilogue(const GemmArgs& g, int64_t m0, int64_t n0, const int32_t (*acc)[256]) {
   // The block's column constants, loaded once (out may alias nothing, but the
   // compiler cannot know that and would reload them for every row).
@@ -70,18 +155,44 @@ void Epilogue(const GemmArgs& g, int64_t m0, int64_t n0, const int32_t (*acc)[25
         const __m512i correction = _mm512_mullo_epi32(zero_point, sums[j]);
         const __m512 value = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, correction));
         const __m512 scale = _mm512_mul_ps(row_scale, scales[j]);
-        _mm512_mask_storeu_ps(out_row + j * kTileRows, masks[j],
-                              _mm512_fmadd_ps(value, scale, biases[j]));
+        __m512 result = Activate<kActivation>(_mm512_fmadd_ps(value, scale, biases[j]));
+        if (g.residual != nullptr) {
+          result = _mm512_add_ps(
+              result, _mm512_maskz_loadu_ps(masks[j], g.residual + m * g.n + n0 + j * kTileRows));
+        }
+        _mm512_mask_storeu_ps(out_row + j * kTileRows, masks[j], result);
       }
     }
   }
 }
 
+using EpilogueFunction = void (*)(const GemmArgs&, int64_t, int64_t, const int32_t (*)[256]);
+
+EpilogueFunction EpilogueFor(EpilogueActivation activation) {
+  switch (activation) {
+    case EpilogueActivation::kGelu:
+      return &Epilogue<EpilogueActivation::kGelu>;
+    case EpilogueActivation::kQuickGelu:
+      return &Epilogue<EpilogueActivation::kQuickGelu>;
+    case EpilogueActivation::kNone:
+      break;
+  }
+  return &Epilogue<EpilogueActivation::kNone>;
+}
+
 }  // namespace
+
+void VectorExp(const float* x, float* y, int64_t count) { ForEachVector(x, y, count, Exp); }
+
+void VectorSigmoid(const float* x, float* y, int64_t count) {
+  ForEachVector(x, y, count, Sigmoid);
+}
+
+void VectorErf(const float* x, float* y, int64_t count) { ForEachVector(x, y, count, Erf); }
 
 void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padded,
                          int64_t row_begin, int64_t row_end, uint8_t* a, float* scales,
-                         int32_t* zero_points) {
+                         int32_t* zero_points, const RowLayerNorm* norm) {
   const int64_t k_tiles = k_padded / kTileK;
   for (int64_t m = row_begin; m < row_end; ++m) {
     uint8_t* tile_row = a + (m / kTileRows) * k_tiles * kTileBytes + (m % kTileRows) * kTileK;
@@ -92,11 +203,38 @@ void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padd
       continue;
     }
     const float* x_row = x + m * k;
+    // The row's LayerNorm as v -> (v - mean) * rstd * gamma + beta, or the
+    // identity; masked-off lanes stay 0 either way (gamma and beta load as 0).
+    __m512 mean = _mm512_setzero_ps();
+    __m512 rstd = _mm512_set1_ps(1.0f);
+    if (norm != nullptr) {
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t j = 0; j < k; j += 16) {
+        sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(FirstLanes(k - j), x_row + j));
+      }
+      mean = _mm512_set1_ps(_mm512_reduce_add_ps(sum) / static_cast<float>(k));
+      __m512 squares = _mm512_setzero_ps();
+      for (int64_t j = 0; j < k; j += 16) {
+        const __mmask16 mask = FirstLanes(k - j);
+        const __m512 d = _mm512_maskz_sub_ps(mask, _mm512_maskz_loadu_ps(mask, x_row + j), mean);
+        squares = _mm512_fmadd_ps(d, d, squares);
+      }
+      const float variance = _mm512_reduce_add_ps(squares) / static_cast<float>(k);
+      const float root = _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(variance + norm->eps)));
+      rstd = _mm512_set1_ps(1.0f / root);
+    }
+    auto load = [&](int64_t j, __mmask16 mask) {
+      const __m512 v = _mm512_maskz_loadu_ps(mask, x_row + j);
+      if (norm == nullptr) return v;
+      return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(v, mean), rstd),
+                             _mm512_maskz_loadu_ps(mask, norm->gamma + j),
+                             _mm512_maskz_loadu_ps(mask, norm->beta + j));
+    };
     __m512 lo = _mm512_setzero_ps();
     __m512 hi = _mm512_setzero_ps();
     for (int64_t j = 0; j < k; j += 16) {
       // Masked-off lanes read as 0, which the range includes anyway.
-      const __m512 v = _mm512_maskz_loadu_ps(FirstLanes(k - j), x_row + j);
+      const __m512 v = load(j, FirstLanes(k - j));
       lo = _mm512_min_ps(lo, v);
       hi = _mm512_max_ps(hi, v);
     }
@@ -115,7 +253,7 @@ void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padd
     const __m512i zero_i = _mm512_setzero_si512();
     for (int64_t j = 0; j < k_padded; j += 16) {
       const __mmask16 mask = FirstLanes(k - j);
-      const __m512 v = _mm512_maskz_loadu_ps(mask, x_row + j);
+      const __m512 v = load(j, mask);
       __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, inv_v)), zero_point_v);
       q = _mm512_max_epi32(q, zero_i);
       // Unsigned saturation clamps at 255; lanes past k become 0.
@@ -138,6 +276,7 @@ void AmxGemm(const GemmArgs& g, int64_t row_begin, int64_t row_end, int64_t col_
   }
   _tile_loadconfig(&config);
 
+  const EpilogueFunction epilogue = EpilogueFor(g.activation);
   const int64_t k_tiles = g.k_padded / kTileK;
   const int64_t strip = k_tiles * kTileBytes;  // bytes of 16 rows (A) or columns (B)
   alignas(64) int32_t acc[4][256];
@@ -169,7 +308,7 @@ void AmxGemm(const GemmArgs& g, int64_t row_begin, int64_t row_end, int64_t col_
         _tile_stored(5, acc[1], 64);
         _tile_stored(6, acc[2], 64);
         _tile_stored(7, acc[3], 64);
-        Epilogue(g, m0, n0, acc);
+        epilogue(g, m0, n0, acc);
       }
     }
   }

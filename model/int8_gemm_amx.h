@@ -37,7 +37,18 @@ inline constexpr int64_t kItemRows = 256;   // kBlockRows multiple
 // (all zeros, say) is quantized with kMinScale.
 inline constexpr float kMinScale = 1e-20f;
 
-// Quantizes rows [row_begin, row_end) of x (fp32, row-major [*, k]) to uint8,
+// A LayerNorm applied to each row of x before it is quantized, as
+// torch::layer_norm over the last dimension: mean and biased variance of the
+// row, y = (x - mean) / sqrt(var + eps) * gamma + beta, in fp32.
+struct RowLayerNorm {
+  const float* gamma;  // [k]
+  const float* beta;   // [k]
+  float eps;
+};
+
+// Quantizes rows [row_begin, row_end) of x (fp32, row-major [*, k]), or of
+// LayerNorm(x) where `norm` is given (the fp32 normalized rows are never
+// stored), to uint8,
 // each row with its own scale and zero point:
 //   lo = min(0, min_k x), hi = max(0, max_k x),
 //   scale = max((hi - lo) / 255, kMinScale), inv = 1 / scale,
@@ -48,7 +59,12 @@ inline constexpr float kMinScale = 1e-20f;
 // zero point 0.
 void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padded,
                          int64_t row_begin, int64_t row_end, uint8_t* a, float* scales,
-                         int32_t* zero_points);
+                         int32_t* zero_points, const RowLayerNorm* norm = nullptr);
+
+// What the epilogue applies to the linear result v before it writes it:
+//   kGelu       0.5 v (1 + erf(v / sqrt(2)))   (exact GELU, as torch::gelu)
+//   kQuickGelu  v sigmoid(1.702 v)              (OpenAI CLIP's QuickGELU)
+enum class EpilogueActivation : int32_t { kNone = 0, kGelu = 1, kQuickGelu = 2 };
 
 struct GemmArgs {
   const uint8_t* a;              // [m_padded / 16][k_tiles] tiles
@@ -59,6 +75,8 @@ struct GemmArgs {
   const int32_t* column_sums;    // [n_padded]: sum over k of b's column
   const float* bias;             // [n] or null
   float* out;                    // [m, n] row-major
+  EpilogueActivation activation = EpilogueActivation::kNone;
+  const float* residual = nullptr;  // [m, n] row-major, added last; or null
   int64_t m, n, k_padded;
   int64_t m_padded;              // multiple of kBlockRows
   int64_t n_padded;              // multiple of kBlockCols
@@ -70,10 +88,27 @@ struct GemmArgs {
 // thread's AMX tiles (it loads the tile configuration and releases it): for
 // every output element
 //   acc = sum_k a[m, k] * b[n, k]                          (exact int32)
-//   out[m, n] = fma(float(acc - zero_point[m] * column_sum[n]),
-//                   row_scale[m] * column_scale[n], bias[n] or 0)
+//   v = fma(float(acc - zero_point[m] * column_sum[n]),
+//           row_scale[m] * column_scale[n], bias[n] or 0)
+//   out[m, n] = activation(v) + (residual[m, n] or 0)
+// (one fp32 write per element: the activation and residual cost no extra pass).
 void AmxGemm(const GemmArgs& args, int64_t row_begin, int64_t row_end, int64_t col_block_begin,
              int64_t col_block_end);
+
+// The epilogue's AVX-512 elementwise functions on count floats (x and y may
+// be the same array), exposed so that tests can check them against std:: in
+// double over dense grids:
+//   VectorExp      exp(x): Cody-Waite range reduction, Cephes' degree-6
+//                  polynomial, 2^n by scalef (overflow to inf, underflow
+//                  through the subnormals to 0); within 2 ulp.
+//   VectorSigmoid  1 / (1 + exp(-x)), as exp(x) / (1 + exp(x)) for x < 0 so
+//                  that tiny results keep their precision; within a few ulp.
+//   VectorErf      Abramowitz & Stegun 7.1.26 (as PyTorch's vectorized erf),
+//                  odd in x; within 1e-6 absolute (the formula's own error is
+//                  1.5e-7).
+void VectorExp(const float* x, float* y, int64_t count);
+void VectorSigmoid(const float* x, float* y, int64_t count);
+void VectorErf(const float* x, float* y, int64_t count);
 
 }  // namespace oclip::int8_gemm_internal
 

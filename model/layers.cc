@@ -24,6 +24,19 @@ torch::Tensor Activate(Activation activation, const torch::Tensor& x) {
   return x;
 }
 
+torch::Tensor PackedKernel::RunFused(const torch::Tensor& x,
+                                     const LinearEpilogue& epilogue) const {
+  torch::Tensor y = Run(x);
+  if (epilogue.activation.has_value()) y = Activate(*epilogue.activation, y);
+  if (epilogue.residual.defined()) y = epilogue.residual + y;
+  return y;
+}
+
+torch::Tensor PackedKernel::RunNormalizedFused(const torch::Tensor& x, LayerNormImpl& ln,
+                                               const LinearEpilogue& epilogue) const {
+  return RunFused(ln.forward(x), epilogue);
+}
+
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias,
                        const torch::TensorOptions& options) {
   weight = register_parameter("weight", torch::empty({out_features, in_features}, options));
@@ -106,14 +119,32 @@ MultiheadAttentionImpl::MultiheadAttentionImpl(int64_t dim, int64_t heads_value,
 
 torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x,
                                               const torch::Tensor& attn_mask) {
+  return out_proj(Attend(x, attn_mask, nullptr));
+}
+
+torch::Tensor MultiheadAttentionImpl::ForwardNormPlus(LayerNormImpl& ln, const torch::Tensor& x,
+                                                      const torch::Tensor& attn_mask) {
+  if (!UsePacked(packed_in_proj) && !UsePacked(out_proj->packed)) {
+    return x + forward(ln.forward(x), attn_mask);  // training: the plain ops, as before
+  }
+  const torch::Tensor attended = Attend(x, attn_mask, &ln);
+  if (UsePacked(out_proj->packed)) return out_proj->packed->RunFused(attended, {std::nullopt, x});
+  return x + out_proj(attended);
+}
+
+torch::Tensor MultiheadAttentionImpl::Attend(const torch::Tensor& x,
+                                             const torch::Tensor& attn_mask, LayerNormImpl* ln) {
   const int64_t n = x.size(0), l = x.size(1), d = x.size(2);
   // One GEMM for q, k and v, then [N, L, 3, H, Dh] -> three [N, H, L, Dh].
-  torch::Tensor qkv = (UsePacked(packed_in_proj) ? packed_in_proj->Run(x)
-                                                 : torch::linear(x, in_proj_weight, in_proj_bias))
-                          .view({n, l, 3, heads, d / heads})
-                          .permute({2, 0, 3, 1, 4});
+  torch::Tensor qkv;
+  if (UsePacked(packed_in_proj)) {
+    qkv = ln != nullptr ? packed_in_proj->RunNormalizedFused(x, *ln, {}) : packed_in_proj->Run(x);
+  } else {
+    qkv = torch::linear(ln != nullptr ? ln->forward(x) : x, in_proj_weight, in_proj_bias);
+  }
+  qkv = qkv.view({n, l, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
   torch::Tensor out = ScaledDotProductAttention(qkv[0], qkv[1], qkv[2], attn_mask);
-  return out_proj(out.transpose(1, 2).reshape({n, l, d}));
+  return out.transpose(1, 2).reshape({n, l, d});
 }
 
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden, Activation activation_value,
@@ -125,8 +156,24 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, Activation activation_value,
   register_module("c_proj", c_proj);
 }
 
-torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return c_proj(Activate(activation, c_fc(x)));
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) { return c_proj(Hidden(x, nullptr)); }
+
+torch::Tensor MlpImpl::ForwardNormPlus(LayerNormImpl& ln, const torch::Tensor& x) {
+  if (!UsePacked(c_fc->packed) && !UsePacked(c_proj->packed)) {
+    return x + forward(ln.forward(x));  // training: the plain ops, as before
+  }
+  const torch::Tensor hidden = Hidden(x, &ln);
+  if (UsePacked(c_proj->packed)) return c_proj->packed->RunFused(hidden, {std::nullopt, x});
+  return x + c_proj(hidden);
+}
+
+torch::Tensor MlpImpl::Hidden(const torch::Tensor& x, LayerNormImpl* ln) {
+  if (UsePacked(c_fc->packed)) {
+    const LinearEpilogue epilogue{activation, torch::Tensor()};
+    return ln != nullptr ? c_fc->packed->RunNormalizedFused(x, *ln, epilogue)
+                         : c_fc->packed->RunFused(x, epilogue);
+  }
+  return Activate(activation, c_fc(ln != nullptr ? ln->forward(x) : x));
 }
 
 ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(
@@ -144,8 +191,12 @@ ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(
 
 torch::Tensor ResidualAttentionBlockImpl::forward(const torch::Tensor& x,
                                                   const torch::Tensor& attn_mask) {
-  torch::Tensor h = x + attn(ln_1(x), attn_mask);
-  return h + mlp(ln_2(h));
+  // x + attn(ln_1(x)), then h + mlp(ln_2(h)). Under InferenceMode with packed
+  // kernels, in_proj and c_fc apply the LayerNorm as they quantize their
+  // input and out_proj and c_proj add the residual as they write their
+  // output; otherwise (training) the plain ops run, autograd included.
+  torch::Tensor h = attn->ForwardNormPlus(*ln_1, x, attn_mask);
+  return mlp->ForwardNormPlus(*ln_2, h);
 }
 
 TransformerImpl::TransformerImpl(int64_t dim, int64_t layers, int64_t heads,

@@ -24,19 +24,38 @@
 
 #include <torch/torch.h>
 
+#include <optional>
+
 namespace oclip {
 
 enum class Activation { kGelu, kQuickGelu, kRelu };
 
 torch::Tensor Activate(Activation activation, const torch::Tensor& x);
 
+// What may follow a Linear and be folded into its kernel's output write:
+// out = residual + Activate(activation, y), each part optional.
+struct LinearEpilogue {
+  std::optional<Activation> activation;
+  torch::Tensor residual;  // y's shape, or undefined
+};
+
+class LayerNormImpl;
+
 // A layer's weights prepared for inference, and the GEMM/convolution that uses
 // them: Run(x) returns what the layer's plain forward would, in x's dtype.
-// Immutable once built; Run may be called concurrently.
+// RunFused(x, epilogue) returns residual + Activate(activation, Run(x)), and
+// RunNormalizedFused(x, ln, epilogue) returns RunFused(ln(x), epilogue); the
+// defaults compute exactly that, a kernel that can apply the epilogue while it
+// writes its output, or the LayerNorm while it reads its input (the AMX int8
+// Linear), overrides them. Immutable once built; the Run methods may be called
+// concurrently.
 class PackedKernel {
  public:
   virtual ~PackedKernel() = default;
   virtual torch::Tensor Run(const torch::Tensor& x) const = 0;
+  virtual torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const;
+  virtual torch::Tensor RunNormalizedFused(const torch::Tensor& x, LayerNormImpl& ln,
+                                           const LinearEpilogue& epilogue) const;
 };
 
 // True when a layer should use its PackedKernel: one is installed and autograd
@@ -119,12 +138,22 @@ class MultiheadAttentionImpl : public torch::nn::Module {
                          const torch::TensorOptions& options);
   // x [N, L, D]; attn_mask additive [L, L] or undefined.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& attn_mask);
+  // x + forward(ln(x), attn_mask), the residual block's first half. Under
+  // InferenceMode the packed kernels fold ln into in_proj's input and the
+  // addition into out_proj's output.
+  torch::Tensor ForwardNormPlus(LayerNormImpl& ln, const torch::Tensor& x,
+                                const torch::Tensor& attn_mask);
 
   torch::Tensor in_proj_weight;
   torch::Tensor in_proj_bias;
   Linear out_proj;
   int64_t heads;
   std::shared_ptr<const PackedKernel> packed_in_proj;  // inference only, or null
+
+ private:
+  // The heads' outputs before out_proj, [N, L, D], for the input ln(x) (x
+  // where ln is null).
+  torch::Tensor Attend(const torch::Tensor& x, const torch::Tensor& attn_mask, LayerNormImpl* ln);
 };
 TORCH_MODULE(MultiheadAttention);
 
@@ -134,10 +163,19 @@ class MlpImpl : public torch::nn::Module {
   MlpImpl(int64_t dim, int64_t hidden, Activation activation,
           const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
+  // x + forward(ln(x)), the residual block's second half. Under
+  // InferenceMode the packed kernels fold ln into c_fc's input and the
+  // addition into c_proj's output.
+  torch::Tensor ForwardNormPlus(LayerNormImpl& ln, const torch::Tensor& x);
 
   Linear c_fc;
   Linear c_proj;
   Activation activation;
+
+ private:
+  // Activate(activation, c_fc(ln(x))) (x where ln is null), the LayerNorm
+  // and the activation folded into c_fc's packed kernel under InferenceMode.
+  torch::Tensor Hidden(const torch::Tensor& x, LayerNormImpl* ln);
 };
 TORCH_MODULE(Mlp);
 

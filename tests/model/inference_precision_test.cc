@@ -1,6 +1,9 @@
 // The CPU inference precisions (model/inference_precision.h) against Python
 // OpenCLIP's features on the tiny fixtures: the prepared fp32 path stays within
 // the parity tolerance, bf16 and int8 within their stated feature cosines.
+// The residual block's fused LayerNorms and epilogues (layers.h PackedKernel::
+// RunNormalizedFused / RunFused) with a logging kernel: which Linear folds in
+// what, and the same result.
 
 #include "model/inference_precision.h"
 
@@ -166,6 +169,91 @@ TEST(InferencePrecisionTest, RefusesWhatTheDeviceCannotRun) {
   absl::StatusOr<PreparedKernels> fp16 = PrepareForInference(*model, InferencePrecision::kFp16);
   EXPECT_EQ(fp16.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(absl::StrContains(fp16.status().message(), "CUDA")) << fp16.status();
+}
+
+// A plain fp32 Linear kernel that logs each LayerNorm and epilogue it is
+// asked to fold in and applies them with PackedKernel's defaults
+// (LayerNormImpl::forward, Run, Activate, add).
+class LoggingLinearKernel : public PackedKernel {
+ public:
+  LoggingLinearKernel(const torch::Tensor& weight, const torch::Tensor& bias, std::string name,
+                      std::vector<std::string>* log)
+      : weight_(weight.detach().clone()),
+        bias_(bias.detach().clone()),
+        name_(std::move(name)),
+        log_(log) {}
+  LoggingLinearKernel(const LinearImpl& linear, std::string name, std::vector<std::string>* log)
+      : LoggingLinearKernel(linear.weight, linear.bias, std::move(name), log) {}
+
+  torch::Tensor Run(const torch::Tensor& x) const override {
+    log_->push_back(name_);
+    return torch::linear(x, weight_, bias_);
+  }
+  torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const override {
+    log_->push_back(name_ + (epilogue.activation.has_value() ? " activation" : "") +
+                    (epilogue.residual.defined() ? " residual" : ""));
+    std::vector<std::string> inner;  // Run's own entry, not logged.
+    std::swap(inner, *log_);
+    torch::Tensor y = PackedKernel::RunFused(x, epilogue);
+    std::swap(inner, *log_);
+    return y;
+  }
+  torch::Tensor RunNormalizedFused(const torch::Tensor& x, LayerNormImpl& ln,
+                                   const LinearEpilogue& epilogue) const override {
+    log_->push_back(name_ + " layer_norm");
+    std::vector<std::string> inner;  // RunFused's own entry, not logged.
+    std::swap(inner, *log_);
+    torch::Tensor y = PackedKernel::RunNormalizedFused(x, ln, epilogue);
+    std::swap(inner, *log_);
+    log_->back() += inner.at(0).substr(name_.size());  // + what RunFused was asked to fold in
+    return y;
+  }
+
+ private:
+  torch::Tensor weight_;
+  torch::Tensor bias_;
+  std::string name_;
+  std::vector<std::string>* log_;
+};
+
+TEST(FusedEpilogueTest, ResidualBlockFoldsLayerNormsActivationAndResidualsIntoPackedKernels) {
+  torch::manual_seed(7);
+  for (const Activation activation : {Activation::kGelu, Activation::kQuickGelu}) {
+    ResidualAttentionBlock block(16, 2, 64, activation, torch::TensorOptions());
+    {
+      torch::NoGradGuard no_grad;
+      for (torch::Tensor& p : block->parameters()) p.normal_(0.0, 0.3);
+    }
+    block->eval();
+    const torch::Tensor x = torch::randn({3, 5, 16});
+    torch::Tensor expected;
+    {
+      torch::InferenceMode inference;
+      expected = block(x, torch::Tensor());  // no packed kernels: the plain layers
+    }
+    std::vector<std::string> log;
+    block->attn->packed_in_proj = std::make_shared<LoggingLinearKernel>(
+        block->attn->in_proj_weight, block->attn->in_proj_bias, "in_proj", &log);
+    block->attn->out_proj->packed =
+        std::make_shared<LoggingLinearKernel>(*block->attn->out_proj, "out_proj", &log);
+    block->mlp->c_fc->packed = std::make_shared<LoggingLinearKernel>(*block->mlp->c_fc, "c_fc", &log);
+    block->mlp->c_proj->packed =
+        std::make_shared<LoggingLinearKernel>(*block->mlp->c_proj, "c_proj", &log);
+    torch::Tensor fused;
+    {
+      torch::InferenceMode inference;
+      fused = block(x, torch::Tensor());
+    }
+    EXPECT_EQ(log, (std::vector<std::string>{"in_proj layer_norm", "out_proj residual",
+                                             "c_fc layer_norm activation", "c_proj residual"}));
+    EXPECT_LE((fused - expected).abs().max().item<double>(), 1e-6);
+    // Autograd on (training): the plain weights and ops run, never a kernel.
+    log.clear();
+    const torch::Tensor trained = block(x.clone().requires_grad_(true), torch::Tensor());
+    EXPECT_TRUE(log.empty());
+    EXPECT_TRUE(trained.requires_grad());
+    EXPECT_LE((trained.detach() - expected).abs().max().item<double>(), 1e-6);
+  }
 }
 
 }  // namespace
