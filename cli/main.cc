@@ -54,12 +54,13 @@ constexpr Command kCommands[] = {
 // malloc settings). OCLIP_CPU_CACHE_MB bounds the free memory kept (default
 // 1024; 0 turns the cache off).
 void InstallCpuCache() {
-  size_t megabytes = 1024;
+  constexpr size_t kDefaultMegabytes = 1024;
+  size_t megabytes = kDefaultMegabytes;
   if (const char* value = std::getenv("OCLIP_CPU_CACHE_MB")) {
     if (!absl::SimpleAtoi(value, &megabytes)) {
       std::cerr << "oclip: ignoring OCLIP_CPU_CACHE_MB='" << value
                 << "' (not a number of megabytes)\n";
-      megabytes = 1024;
+      megabytes = kDefaultMegabytes;
     }
   }
   if (megabytes > 0) oclip::InstallCachingCpuAllocator(megabytes << 20);

@@ -147,17 +147,7 @@ at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
   args.bias = bias_f.defined() ? bias_f.data_ptr<float>() : nullptr;
   args.out = out.data_ptr<float>();
   args.residual = residual_f.defined() ? residual_f.data_ptr<float>() : nullptr;
-  switch (epilogue.activation) {
-    case Int8Activation::kNone:
-      args.activation = int8_gemm_internal::EpilogueActivation::kNone;
-      break;
-    case Int8Activation::kGelu:
-      args.activation = int8_gemm_internal::EpilogueActivation::kGelu;
-      break;
-    case Int8Activation::kQuickGelu:
-      args.activation = int8_gemm_internal::EpilogueActivation::kQuickGelu;
-      break;
-  }
+  args.activation = epilogue.activation;
   args.m = m;
   args.n = weight.out_features;
   args.k_padded = weight.padded_in;

@@ -33,6 +33,8 @@
 
 #include <cstdint>
 
+#include "model/int8_gemm_amx.h"
+
 namespace oclip {
 
 // True when this process may run the AMX kernel: CPUID reports AMX-TILE,
@@ -63,8 +65,9 @@ Int8PackedWeight PackInt8Weight(const at::Tensor& weight);
 //   kGelu       exact (erf) GELU, as torch::gelu / nn.GELU()
 //   kQuickGelu  y * sigmoid(1.702 y), OpenAI CLIP's QuickGELU
 // Both within ~1e-6 of the exact functions (int8_gemm_amx.h's VectorErf and
-// VectorSigmoid), far below the int8 quantization error.
-enum class Int8Activation { kNone, kGelu, kQuickGelu };
+// VectorSigmoid), far below the int8 quantization error. The kernel's own
+// enum, so that it passes through unconverted.
+using Int8Activation = int8_gemm_internal::EpilogueActivation;
 struct Int8Epilogue {
   Int8Activation activation = Int8Activation::kNone;
   at::Tensor residual;  // the output's shape [..., N], any float dtype; or undefined

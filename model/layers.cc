@@ -124,9 +124,6 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x,
 
 torch::Tensor MultiheadAttentionImpl::ForwardNormPlus(LayerNormImpl& ln, const torch::Tensor& x,
                                                       const torch::Tensor& attn_mask) {
-  if (!UsePacked(packed_in_proj) && !UsePacked(out_proj->packed)) {
-    return x + forward(ln.forward(x), attn_mask);  // training: the plain ops, as before
-  }
   const torch::Tensor attended = Attend(x, attn_mask, &ln);
   if (UsePacked(out_proj->packed)) return out_proj->packed->RunFused(attended, {std::nullopt, x});
   return x + out_proj(attended);
@@ -159,9 +156,6 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, Activation activation_value,
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) { return c_proj(Hidden(x, nullptr)); }
 
 torch::Tensor MlpImpl::ForwardNormPlus(LayerNormImpl& ln, const torch::Tensor& x) {
-  if (!UsePacked(c_fc->packed) && !UsePacked(c_proj->packed)) {
-    return x + forward(ln.forward(x));  // training: the plain ops, as before
-  }
   const torch::Tensor hidden = Hidden(x, &ln);
   if (UsePacked(c_proj->packed)) return c_proj->packed->RunFused(hidden, {std::nullopt, x});
   return x + c_proj(hidden);
