@@ -21,6 +21,7 @@ namespace {
 
 struct ClassifyFlags {
   ModelFlags model;
+  PrecisionFlag precision;
   std::vector<std::string> images;
   std::vector<std::string> labels;
   std::string templates_file;
@@ -36,7 +37,9 @@ absl::Status Classify(const ClassifyFlags& flags) {
   if (!flags.templates_file.empty()) {
     OCLIP_ASSIGN_OR_RETURN(templates, ReadTemplateFile(flags.templates_file));
   }
+  OCLIP_RETURN_IF_ERROR(flags.precision.Parse().status());
   OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, flags.model.LoadModel());
+  OCLIP_RETURN_IF_ERROR(flags.precision.Prepare(*model).status());
   OCLIP_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
                          flags.model.LoadTokenizer(model->config()));
   torch::InferenceMode inference;
@@ -80,6 +83,7 @@ int RunClassify(int argc, char** argv) {
                 "Zero-shot classification: probabilities of each --label for each image,\n"
                 "from prompts built with the templates (default \"a photo of a {}.\").");
   values.model.Register(flags);
+  values.precision.Register(flags);
   flags.AddRepeated("image", &values.images, "image file to classify");
   flags.AddRepeated("label", &values.labels, "candidate class name");
   flags.AddString("templates", &values.templates_file,

@@ -37,7 +37,7 @@ struct EmbedFlags {
   std::string csv_caption_key = "title";
   std::string csv_separator = "\\t";
   std::string output_dtype = "float16";
-  std::string precision = "fp32";
+  PrecisionFlag precision;
   int64_t max_partitions = 0;
 };
 
@@ -59,14 +59,7 @@ absl::StatusOr<int> ToInt(int64_t value, const char* flag) {
 absl::Status Embed(const EmbedFlags& flags) {
   if (flags.input_dataset.empty()) return absl::InvalidArgumentError("--input-dataset is required");
   if (flags.output_folder.empty()) return absl::InvalidArgumentError("--output-folder is required");
-  absl::StatusOr<InferencePrecision> precision = ParseInferencePrecision(flags.precision);
-  if (!precision.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--precision: ", precision.status().message()));
-  }
-  if (absl::Status on_cpu = CheckPrecisionOnDevice(*precision, torch::Device(torch::kCPU));
-      !on_cpu.ok()) {
-    return absl::Status(on_cpu.code(), absl::StrCat("--precision: ", on_cpu.message()));
-  }
+  OCLIP_ASSIGN_OR_RETURN(const InferencePrecision precision, flags.precision.Parse());
   EmbedJobOptions options;
   options.input_dataset = flags.input_dataset;
   // clip-retrieval calls an image folder "files".
@@ -110,8 +103,8 @@ absl::Status Embed(const EmbedFlags& flags) {
   options.num_workers = worker.count;
 
   OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, flags.model.LoadModel());
-  OCLIP_ASSIGN_OR_RETURN(PreparedKernels kernels, PrepareForInference(*model, *precision));
-  LogInfo(absl::StrCat("embed: ", InferencePrecisionName(*precision), " kernels ",
+  OCLIP_ASSIGN_OR_RETURN(PreparedKernels kernels, PrepareForInference(*model, precision));
+  LogInfo(absl::StrCat("embed: ", InferencePrecisionName(precision), " kernels ",
                        kernels.linear_kernel, ", ", kernels.conv_kernel));
   std::shared_ptr<const Tokenizer> tokenizer;
   if (options.enable_text) {
@@ -180,9 +173,7 @@ int RunEmbed(int argc, char** argv) {
   flags.AddString("csv-caption-key", &values.csv_caption_key, "CSV caption column (default title)");
   flags.AddString("csv-separator", &values.csv_separator, "CSV separator (default \\t)");
   flags.AddString("output-dtype", &values.output_dtype, "float16 (default) or float32");
-  flags.AddString("precision", &values.precision,
-                  "model precision on the CPU: fp32 (default), bf16 or int8 (dynamic "
-                  "quantization)");
+  values.precision.Register(flags);
   flags.AddInt("max-partitions", &values.max_partitions,
                "embed at most N partitions in this run, then exit (0 = all); run again to "
                "resume");

@@ -22,6 +22,7 @@ namespace {
 
 struct EncodeFlags {
   ModelFlags model;
+  PrecisionFlag precision;
   std::vector<std::string> images;
   std::vector<std::string> texts;
   std::string texts_file;
@@ -62,7 +63,9 @@ absl::Status Encode(const EncodeFlags& flags) {
     return absl::InvalidArgumentError("give at least one --image, --text or --texts-file");
   }
   if (flags.batch_size < 1) return absl::InvalidArgumentError("--batch-size must be >= 1");
+  OCLIP_RETURN_IF_ERROR(flags.precision.Parse().status());
   OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, flags.model.LoadModel());
+  OCLIP_RETURN_IF_ERROR(flags.precision.Prepare(*model).status());
   std::unique_ptr<Tokenizer> tokenizer;
   if (!texts.empty()) {
     OCLIP_ASSIGN_OR_RETURN(tokenizer, flags.model.LoadTokenizer(model->config()));
@@ -122,6 +125,7 @@ int RunEncode(int argc, char** argv) {
                 "OUTPUT/image_features.npy and OUTPUT/text_features.npy (float32\n"
                 "[N, embed_dim], rows in argument order).");
   values.model.Register(flags);
+  values.precision.Register(flags);
   flags.AddRepeated("image", &values.images, "image file to encode");
   flags.AddRepeated("text", &values.texts, "text to encode");
   flags.AddString("texts-file", &values.texts_file, "file with one text per line to encode");

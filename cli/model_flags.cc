@@ -54,6 +54,29 @@ PreprocessOptions ModelFlags::Preprocessing(const ModelConfig& config) const {
   return options;
 }
 
+void PrecisionFlag::Register(FlagSet& flags) {
+  flags.AddString("precision", &value,
+                  "model precision on the CPU: fp32 (default), bf16 or int8 (dynamic "
+                  "quantization)");
+}
+
+absl::StatusOr<InferencePrecision> PrecisionFlag::Parse() const {
+  absl::StatusOr<InferencePrecision> precision = ParseInferencePrecision(value);
+  if (!precision.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--precision: ", precision.status().message()));
+  }
+  if (absl::Status on_cpu = CheckPrecisionOnDevice(*precision, torch::Device(torch::kCPU));
+      !on_cpu.ok()) {
+    return absl::Status(on_cpu.code(), absl::StrCat("--precision: ", on_cpu.message()));
+  }
+  return *precision;
+}
+
+absl::StatusOr<PreparedKernels> PrecisionFlag::Prepare(ClipModel& model) const {
+  OCLIP_ASSIGN_OR_RETURN(const InferencePrecision precision, Parse());
+  return PrepareForInference(model, precision);
+}
+
 absl::StatusOr<std::vector<std::string>> CollectTexts(const std::vector<std::string>& texts,
                                                       const std::string& texts_file) {
   std::vector<std::string> all = texts;

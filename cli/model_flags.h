@@ -13,6 +13,7 @@
 #include "cli/flags.h"
 #include "model/clip_model.h"
 #include "model/image/preprocess.h"
+#include "model/inference_precision.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace oclip::cli {
@@ -32,6 +33,21 @@ struct ModelFlags {
   // --tokenizer, or the files next to a downloaded checkpoint.
   absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const ModelConfig& config) const;
   PreprocessOptions Preprocessing(const ModelConfig& config) const;
+};
+
+// --precision of the commands that run a model for inference on the CPU
+// (encode, classify, embed): fp32 (the default), bf16 or int8, as
+// model/inference_precision.h prepares them, so that every command computes
+// the same features as `oclip serve` with the same precision.
+struct PrecisionFlag {
+  std::string value = "fp32";
+
+  void Register(FlagSet& flags);
+  // INVALID_ARGUMENT for an unknown name, FAILED_PRECONDITION for one the CPU
+  // cannot run (fp16), each naming the flag. Cheap: check before loading.
+  absl::StatusOr<InferencePrecision> Parse() const;
+  // Parse(), then PrepareForInference.
+  absl::StatusOr<PreparedKernels> Prepare(ClipModel& model) const;
 };
 
 // Texts from --text flags followed by the lines of --texts-file (one text

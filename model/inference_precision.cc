@@ -3,11 +3,12 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
 
+#include <cstdlib>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
-#include "model/int8_gemm.h"
+#include "model/amx_linear.h"
 #include "model/modified_resnet.h"
 #include "model/vision_transformer.h"
 
@@ -19,6 +20,18 @@ std::vector<int64_t> OutputShape(const torch::Tensor& x, int64_t out_features) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = out_features;
   return shape;
+}
+
+// OCLIP_FP32_MATMUL_PRECISION: true for "high" (or unset), false for "highest".
+absl::StatusOr<bool> Fp32MatmulPrecisionIsHigh() {
+  const char* value = std::getenv(kFp32MatmulPrecisionVariable);
+  if (value == nullptr || absl::string_view(value).empty() || absl::string_view(value) == "high") {
+    return true;
+  }
+  if (absl::string_view(value) == "highest") return false;
+  return absl::InvalidArgumentError(absl::StrCat(kFp32MatmulPrecisionVariable, " is \"", value,
+                                                 "\"; use high (bf16x3 on AMX, the default) "
+                                                 "or highest (plain fp32 GEMMs)"));
 }
 
 class Bf16LinearKernel : public PackedKernel {
@@ -61,22 +74,24 @@ class Int8DynamicLinearKernel : public PackedKernel {
   bool reduce_range_;
 };
 
-// Dynamic quantization on AMX tiles (model/int8_gemm.h): int8 weights per
-// output channel packed once, activations quantized per row (token) on every
-// call, exact int32 accumulation, fp32 out.
-class AmxInt8LinearKernel : public PackedKernel {
+// A Linear on AMX tiles (model/amx_linear.h), its weight packed once: int8
+// (weights per output channel, activations quantized per row on every call,
+// exact int32 accumulation) or fp32 as bf16x3 (each operand split into two
+// bfloat16, three tile products, fp32 accumulation); fp32 out either way.
+template <typename PackedWeight, PackedWeight (*kPack)(const at::Tensor&),
+          at::Tensor (*kLinear)(const at::Tensor&, const PackedWeight&, const at::Tensor&,
+                                const AmxEpilogue&, const AmxInputLayerNorm&)>
+class AmxLinearKernel : public PackedKernel {
  public:
-  AmxInt8LinearKernel(const torch::Tensor& weight, const torch::Tensor& bias)
-      : weight_(PackInt8Weight(weight)),
+  AmxLinearKernel(const torch::Tensor& weight, const torch::Tensor& bias)
+      : weight_(kPack(weight)),
         bias_(bias.defined() ? bias.detach().to(torch::kFloat).contiguous() : torch::Tensor()) {}
 
-  torch::Tensor Run(const torch::Tensor& x) const override {
-    return AmxInt8Linear(x, weight_, bias_);
-  }
+  torch::Tensor Run(const torch::Tensor& x) const override { return kLinear(x, weight_, bias_, {}, {}); }
 
   // The transformers' GELU / QuickGELU and residual adds are applied while the
-  // kernel writes its fp32 output, their LayerNorms while it quantizes its
-  // input; ReLU (no transformer uses it) runs unfused.
+  // kernel writes its fp32 output, their LayerNorms while it reads its input;
+  // ReLU (no transformer uses it) runs unfused.
   torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const override {
     return RunAmx(x, epilogue, nullptr);
   }
@@ -88,33 +103,37 @@ class AmxInt8LinearKernel : public PackedKernel {
  private:
   torch::Tensor RunAmx(const torch::Tensor& x, const LinearEpilogue& epilogue,
                        LayerNormImpl* ln) const {
-    Int8Epilogue fused;
+    AmxEpilogue fused;
     fused.residual = epilogue.residual;
     if (epilogue.activation.has_value()) {
       switch (*epilogue.activation) {
         case Activation::kGelu:
-          fused.activation = Int8Activation::kGelu;
+          fused.activation = AmxActivation::kGelu;
           break;
         case Activation::kQuickGelu:
-          fused.activation = Int8Activation::kQuickGelu;
+          fused.activation = AmxActivation::kQuickGelu;
           break;
         case Activation::kRelu:
           return ln != nullptr ? PackedKernel::RunNormalizedFused(x, *ln, epilogue)
                                : PackedKernel::RunFused(x, epilogue);
       }
     }
-    Int8InputLayerNorm norm;
+    AmxInputLayerNorm norm;
     if (ln != nullptr) {
       norm.weight = ln->weight;
       norm.bias = ln->bias;
       norm.eps = ln->eps;
     }
-    return AmxInt8Linear(x, weight_, bias_, fused, norm);
+    return kLinear(x, weight_, bias_, fused, norm);
   }
 
-  Int8PackedWeight weight_;
+  PackedWeight weight_;
   torch::Tensor bias_;
 };
+
+using AmxInt8LinearKernel = AmxLinearKernel<Int8PackedWeight, &PackInt8Weight, &AmxInt8Linear>;
+using AmxBf16x3LinearKernel =
+    AmxLinearKernel<Bf16x3PackedWeight, &PackBf16x3Weight, &AmxBf16x3Linear>;
 
 // A Conv2d whose stride equals its kernel and has no padding (the ViT patch
 // embedding) is a GEMM over the non-overlapping patches: unfold them with one
@@ -193,6 +212,11 @@ class KernelFactory {
  public:
   static absl::StatusOr<KernelFactory> Create(InferencePrecision precision) {
     KernelFactory factory(precision);
+    if (precision == InferencePrecision::kFp32) {
+      OCLIP_ASSIGN_OR_RETURN(const bool high, Fp32MatmulPrecisionIsHigh());
+      factory.amx_bf16x3_ = high && AmxBf16Available();
+      return factory;
+    }
     if (precision == InferencePrecision::kInt8) {
       // AMX where this CPU and kernel allow it; LibTorch's quantized engine otherwise.
       factory.amx_int8_ = AmxInt8Available();
@@ -221,6 +245,7 @@ class KernelFactory {
     switch (precision_) {
       case InferencePrecision::kFp32:
       case InferencePrecision::kFp16:  // refused before a factory exists
+        if (amx_bf16x3_) return std::make_shared<AmxBf16x3LinearKernel>(weight, bias);
         return std::make_shared<PlainLinearKernel>(weight, bias);
       case InferencePrecision::kBf16:
         return std::make_shared<Bf16LinearKernel>(weight, bias);
@@ -256,6 +281,10 @@ class KernelFactory {
                                                      engine_ == at::QEngine::FBGEMM);
   }
 
+  // Whether plain Linear modules get a kernel: not where fp32 keeps
+  // LibTorch's own GEMM, which the plain layer already runs.
+  bool PacksLinears() const { return precision_ != InferencePrecision::kFp32 || amx_bf16x3_; }
+
   std::shared_ptr<const PackedKernel> PatchEmbedding(const Conv2dImpl& conv) {
     ++convolutions_;
     --linears_;  // Counted as a convolution.
@@ -289,7 +318,7 @@ class KernelFactory {
     switch (precision_) {
       case InferencePrecision::kFp32:
       case InferencePrecision::kFp16:
-        summary.linear_kernel = "aten_linear_fp32";
+        summary.linear_kernel = amx_bf16x3_ ? "amx_bf16x3_fp32" : "aten_linear_fp32";
         break;
       case InferencePrecision::kBf16:
         summary.linear_kernel = "aten_linear_bf16_onednn";
@@ -322,7 +351,8 @@ class KernelFactory {
 
   InferencePrecision precision_;
   at::QEngine engine_ = at::QEngine::NoQEngine;
-  bool amx_int8_ = false;  // int8 on model/int8_gemm.h's AMX kernel
+  bool amx_int8_ = false;    // int8 on model/amx_linear.h's AMX kernel
+  bool amx_bf16x3_ = false;  // fp32 Linears as bf16x3 on model/amx_linear.h's AMX kernel
   int64_t linears_ = 0;
   int64_t convolutions_ = 0;
   int64_t folded_ = 0;
@@ -399,8 +429,8 @@ absl::StatusOr<PreparedKernels> PrepareForInference(ClipModel& model,
         }
       } else if (auto* resnet = dynamic_cast<ModifiedResNetImpl*>(module.get())) {
         PrepareResNet(*resnet, factory);
-      } else if (precision == InferencePrecision::kFp32) {
-        continue;  // The plain fp32 Linear is already the fastest kernel here.
+      } else if (!factory.PacksLinears()) {
+        continue;
       } else if (auto* attention = dynamic_cast<MultiheadAttentionImpl*>(module.get())) {
         attention->packed_in_proj =
             factory.Linear(attention->in_proj_weight, attention->in_proj_bias);

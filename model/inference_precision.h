@@ -7,17 +7,23 @@
 // it) and installed as layers.h PackedKernels, which the forward passes use
 // under InferenceMode only.
 //
-//   fp32  exact math (within 1e-4 of OpenCLIP): BatchNorm folded into the
-//         ResNet convolutions, channels-last convolution weights, the ViT patch
-//         embedding as one GEMM over the unfolded patches. Linears keep
-//         LibTorch's fp32 GEMM (faster here than oneDNN's fp32 inner product).
+//   fp32  within 1e-4 of OpenCLIP: BatchNorm folded into the ResNet
+//         convolutions, channels-last convolution weights, the ViT patch
+//         embedding as one GEMM over the unfolded patches. Where the CPU has
+//         AMX-BF16, every Linear, the packed in_proj and the patch embedding
+//         run as bf16x3 (model/amx_linear.h: each fp32 operand the sum of two
+//         bfloat16, three AMX products, fp32 accumulation; PyTorch's float32
+//         matmul precision "high"), a few 1e-6 from fp32 GEMMs and 2x their
+//         speed, with the transformers' LayerNorm, GELU and residual adds fused
+//         into them. OCLIP_FP32_MATMUL_PRECISION=highest keeps LibTorch's fp32
+//         GEMMs instead (as it does on other CPUs).
 //   bf16  every Linear, the attention's packed in_proj and every convolution in
 //         bfloat16 (oneDNN; AMX where the CPU has it), fp32 in between
 //         (LayerNorm, softmax, residuals): feature cosine >= 0.999 to fp32.
 //   int8  dynamic quantization of every Linear, the packed in_proj and the ViT
 //         patch embedding: int8 weights (per output channel, symmetric), int8
 //         activations quantized per call, fp32 out. Where the CPU has AMX-INT8
-//         (model/int8_gemm.h): activations per row, the GEMM on AMX tiles;
+//         (model/amx_linear.h): activations per row, the GEMM on AMX tiles;
 //         elsewhere PyTorch's quantized::linear_dynamic (activations per
 //         tensor) on the quantized engine this LibTorch has: oneDNN, or fbgemm
 //         where built. LibTorch 1.13 has no dynamic int8 convolution, so the
@@ -45,6 +51,10 @@
 
 namespace oclip {
 
+// The environment variable that chooses fp32's GEMMs on AMX-BF16 CPUs:
+// "high" (or unset) for bf16x3, "highest" for LibTorch's fp32 GEMMs.
+inline constexpr char kFp32MatmulPrecisionVariable[] = "OCLIP_FP32_MATMUL_PRECISION";
+
 // FAILED_PRECONDITION, saying what to use instead, where `device` cannot run
 // `precision` (fp16 on the CPU, int8 on CUDA). Cheap: check before loading.
 absl::Status CheckPrecisionOnDevice(InferencePrecision precision, const torch::Device& device);
@@ -64,7 +74,8 @@ struct PreparedKernels {
 
 // FAILED_PRECONDITION if the model is not on the CPU, not fp32, in training
 // mode, the precision is fp16, or the int8 path is asked for on a LibTorch
-// without a quantized engine; INTERNAL if LibTorch fails while converting.
+// without a quantized engine; INVALID_ARGUMENT if OCLIP_FP32_MATMUL_PRECISION
+// is neither high nor highest; INTERNAL if LibTorch fails while converting.
 absl::StatusOr<PreparedKernels> PrepareForInference(ClipModel& model,
                                                     InferencePrecision precision);
 

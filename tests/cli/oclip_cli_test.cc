@@ -74,6 +74,14 @@ std::vector<float> ReferenceFloats(const std::string& file, const std::string& k
   return std::vector<float>(data, data + view->num_elements());
 }
 
+// --image for each reference image, in the order of the expected features.
+void AddReferenceImages(std::vector<std::string>& args) {
+  for (const std::string& image : ReferenceImageOrder("tiny-vit.expected.safetensors")) {
+    args.push_back("--image");
+    args.push_back(ReferencePath("images/" + image));
+  }
+}
+
 class EncodeCommandTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(EncodeCommandTest, ImageFilesGiveOpenClipFeatures) {
@@ -81,10 +89,7 @@ TEST_P(EncodeCommandTest, ImageFilesGiveOpenClipFeatures) {
   std::vector<std::string> args = {"encode", "--model", ReferencePath("tiny-vit.json"),
                                    "--pretrained", ReferencePath(GetParam()), "--output", out,
                                    "--batch-size", "3"};
-  for (const std::string& image : ReferenceImageOrder("tiny-vit.expected.safetensors")) {
-    args.push_back("--image");
-    args.push_back(ReferencePath("images/" + image));
-  }
+  AddReferenceImages(args);
   RunResult run = RunOclip(args);
   ASSERT_EQ(run.exit_code, 0) << run.err;
   auto features = ReadNpyFloat32(out + "/image_features.npy");
@@ -99,6 +104,34 @@ TEST_P(EncodeCommandTest, ImageFilesGiveOpenClipFeatures) {
 INSTANTIATE_TEST_SUITE_P(Checkpoints, EncodeCommandTest,
                          ::testing::Values("tiny-vit.safetensors", "tiny-vit.bin",
                                            "tiny-vit.epoch_7.pt"));
+
+// --precision prepares the model as `oclip serve` does: int8 within its
+// stated cosine of OpenCLIP's features, and not the fp32 numbers.
+TEST(EncodeCommandTest, PrecisionInt8StaysWithinItsCosine) {
+  const std::string out = FreshDirectory("encode_int8");
+  std::vector<std::string> args = {"encode", "--model", ReferencePath("tiny-vit.json"),
+                                   "--pretrained", ReferencePath("tiny-vit.safetensors"),
+                                   "--precision", "int8", "--output", out};
+  AddReferenceImages(args);
+  RunResult run = RunOclip(args);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  auto features = ReadNpyFloat32(out + "/image_features.npy");
+  ASSERT_TRUE(features.ok()) << features.status();
+  const std::vector<float> expected =
+      ReferenceFloats("tiny-vit.expected.safetensors", "image_features");
+  ASSERT_EQ(features->values.size(), expected.size());
+  const size_t dim = 64;
+  for (size_t row = 0; row * dim < expected.size(); ++row) {
+    double dot = 0, actual_norm = 0, expected_norm = 0;
+    for (size_t j = row * dim; j < (row + 1) * dim; ++j) {
+      dot += features->values[j] * double(expected[j]);
+      actual_norm += features->values[j] * double(features->values[j]);
+      expected_norm += expected[j] * double(expected[j]);
+    }
+    EXPECT_GE(dot / std::sqrt(actual_norm * expected_norm), 0.99) << "row " << row;
+  }
+  EXPECT_GT(RelativeError(features->values, expected), 1e-4);
+}
 
 TEST(EncodeCommandTest, NormalizeGivesUnitRows) {
   const std::string out = FreshDirectory("encode_normalize");
@@ -149,6 +182,12 @@ TEST(EncodeCommandTest, ErrorsAreOneLineWithAnExitCode) {
       {{"encode", "--model", ReferencePath("tiny-vit.json"), "--pretrained", "/nonexistent.bin",
         "--image", "x.png", "--output", out},
        1, "no such checkpoint file"},
+      {{"encode", "--model", ReferencePath("tiny-vit.json"), "--pretrained", "random",
+        "--precision", "fp16", "--image", "x.png", "--output", out},
+       1, "--precision: fp16 needs a CUDA device"},
+      {{"encode", "--model", ReferencePath("tiny-vit.json"), "--pretrained", "random",
+        "--precision", "int4", "--image", "x.png", "--output", out},
+       1, "--precision: "},
       {{"frobnicate"}, 2, "unknown command 'frobnicate'"},
   };
   for (const Case& c : cases) {

@@ -11,6 +11,16 @@
 
 namespace oclip::testing {
 
+// How far apart the features of one model and precision may be when computed
+// in batches of different composition (`oclip encode` against `oclip serve`,
+// `oclip embed`, concurrent clients): a batch's other rows change BLAS
+// blocking and the text tower's length, which moves float32 sums by ~1e-7,
+// and on CPUs with AMX-BF16 fp32 GEMMs run as bf16x3 (model/amx_linear.h),
+// which splits each value into two bfloat16 on its own, so such a change can
+// move a feature by a few 1e-6 (measured: up to 3e-6). A wrong or swapped row
+// is off by O(1).
+inline constexpr double kSameModelTolerance = 1e-5;
+
 // ||actual - expected|| / ||expected|| over whole arrays (the parity
 // measure of every feature test); a size mismatch fails the test.
 inline double RelativeError(const std::vector<float>& actual, const std::vector<float>& expected) {

@@ -37,6 +37,7 @@ namespace oclip {
 namespace {
 
 namespace fs = std::filesystem;
+using ::oclip::testing::kSameModelTolerance;
 using ::oclip::testing::CommandResult;
 using ::oclip::testing::FixtureImageNames;
 using ::oclip::testing::FixtureImagePath;
@@ -260,18 +261,19 @@ std::vector<std::string> VerifyOutput(const std::string& out, int partitions,
   if (dtype == NpyDtype::kFloat32) {
     const double image_error = RelativeError(image_rows, image_expected->values);
     const double text_error = RelativeError(text_rows, text_expected->values);
-    EXPECT_LT(image_error, 1e-6);
-    EXPECT_LT(text_error, 1e-6);
+    EXPECT_LT(image_error, kSameModelTolerance);
+    EXPECT_LT(text_error, kSameModelTolerance);
     std::printf("[ parity   ] oclip embed vs encode: image %.3g, text %.3g relative error\n",
                 image_error, text_error);
   } else {
     // Within float16 rounding (half an ulp: 2^-11 relative, 2^-25 absolute
-    // for subnormals) of the float32 features, plus float32 noise.
+    // for subnormals) of the float32 features, plus the batches' noise.
     for (const auto& [actual, expected] : {std::pair(&image_rows, &image_expected->values),
                                            std::pair(&text_rows, &text_expected->values)}) {
       for (size_t i = 0; i < actual->size(); ++i) {
         const float e = (*expected)[i];
-        EXPECT_LE(std::abs((*actual)[i] - e), std::abs(e) * 0x1.0p-11 + 0x1.0p-25 + 1e-6) << i;
+        EXPECT_LE(std::abs((*actual)[i] - e), std::abs(e) * 0x1.0p-11 + 0x1.0p-25 + kSameModelTolerance)
+            << i;
       }
     }
   }

@@ -10,9 +10,12 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <cstdlib>
+#include <optional>
+#include <string>
 
 #include "absl/strings/match.h"
-#include "model/int8_gemm.h"
+#include "model/amx_linear.h"
 #include "tests/model/parity.h"
 
 namespace oclip::testing {
@@ -53,22 +56,61 @@ std::shared_ptr<ClipModel> LoadPrepared(const std::string& name, InferencePrecis
 
 class PrecisionParityTest : public ::testing::TestWithParam<std::string> {};
 
+// Sets an environment variable for one scope, restoring what was there.
+class ScopedEnvironment {
+ public:
+  ScopedEnvironment(const char* name, const char* value) : name_(name) {
+    if (const char* previous = std::getenv(name)) previous_ = previous;
+    setenv(name, value, /*overwrite=*/1);
+  }
+  ~ScopedEnvironment() {
+    if (previous_.has_value()) {
+      setenv(name_, previous_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> previous_;
+};
+
+// Both of fp32's GEMM choices: bf16x3 on AMX ("high", the default there) and
+// LibTorch's fp32 GEMMs ("highest", and every CPU without AMX-BF16).
 TEST_P(PrecisionParityTest, Fp32WithinParityTolerance) {
   const std::string name = GetParam();
-  PreparedKernels kernels;
-  auto model = LoadPrepared(name, InferencePrecision::kFp32, &kernels);
+  for (const char* matmul_precision : {"high", "highest"}) {
+    ScopedEnvironment environment(kFp32MatmulPrecisionVariable, matmul_precision);
+    PreparedKernels kernels;
+    auto model = LoadPrepared(name, InferencePrecision::kFp32, &kernels);
+    ASSERT_NE(model, nullptr);
+    EXPECT_GT(kernels.convolutions, 0);  // The patch embedding or the ResNet's.
+    const bool bf16x3 = std::string(matmul_precision) == "high" && AmxBf16Available();
+    EXPECT_EQ(kernels.linear_kernel, bf16x3 ? "amx_bf16x3_fp32" : "aten_linear_fp32");
+    const Features features = Encode(*model, name);
+    const std::string expected = name + ".expected.safetensors";
+    const double image_error =
+        RelativeError(features.image, LoadReferenceTensor(expected, "image_features"));
+    const double text_error =
+        RelativeError(features.text, LoadReferenceTensor(expected, "text_features"));
+    EXPECT_LT(image_error, kParityTolerance) << matmul_precision;
+    EXPECT_LT(text_error, kParityTolerance) << matmul_precision;
+    std::cout << "[ fp32     ] " << name << " (" << kernels.linear_kernel
+              << ") relative error image " << image_error << " text " << text_error << "\n";
+  }
+}
+
+TEST(InferencePrecisionTest, RefusesAnUnknownFp32MatmulPrecision) {
+  ScopedEnvironment environment(kFp32MatmulPrecisionVariable, "medium");
+  auto model = LoadFixtureModel("tiny-vit");
   ASSERT_NE(model, nullptr);
-  EXPECT_GT(kernels.convolutions, 0);  // The patch embedding or the ResNet's.
-  const Features features = Encode(*model, name);
-  const std::string expected = name + ".expected.safetensors";
-  const double image_error =
-      RelativeError(features.image, LoadReferenceTensor(expected, "image_features"));
-  const double text_error =
-      RelativeError(features.text, LoadReferenceTensor(expected, "text_features"));
-  EXPECT_LT(image_error, kParityTolerance);
-  EXPECT_LT(text_error, kParityTolerance);
-  std::cout << "[ fp32     ] " << name << " relative error image " << image_error << " text "
-            << text_error << "\n";
+  const absl::StatusOr<PreparedKernels> prepared =
+      PrepareForInference(*model, InferencePrecision::kFp32);
+  EXPECT_EQ(prepared.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(prepared.status().message(), "highest")) << prepared.status();
+  // Other precisions do not read it.
+  EXPECT_TRUE(PrepareForInference(*LoadFixtureModel("tiny-vit"), InferencePrecision::kBf16).ok());
 }
 
 void ExpectCosines(const std::string& name, InferencePrecision precision, double min_cosine) {

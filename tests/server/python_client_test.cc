@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/npy.h"
 #include "core/safetensors.h"
+#include "tests/core/float_compare.h"
 #include "tests/core/run_command.h"
 #include "tests/core/scratch_dir.h"
 #include "tests/server/server_process.h"
@@ -34,6 +35,7 @@
 namespace oclip {
 namespace {
 
+using ::oclip::testing::kSameModelTolerance;
 using ::oclip::testing::ReferencePath;
 using ::oclip::testing::ScratchDir;
 using ::oclip::testing::ServerProcess;
@@ -44,9 +46,9 @@ using ::oclip::testing::TinyVitServeArgs;
 constexpr char kPython[] = "/usr/bin/python3";
 
 // Rows of the client's features may differ from `oclip encode`'s by this
-// much, relative to the largest |value| of the row: the server batches and
-// the CLI does not, which may reorder float sums, nothing more.
-constexpr double kRowRelativeTolerance = 1e-6;
+// much, relative to the largest |value| of the row: the server batches
+// differently from the CLI, nothing more (tests/core/float_compare.h).
+constexpr double kRowRelativeTolerance = kSameModelTolerance;
 
 using RunResult = ::oclip::testing::CommandResult;
 using ::oclip::testing::ReadFileOrEmpty;

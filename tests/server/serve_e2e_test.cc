@@ -1,6 +1,6 @@
 // `oclip serve` end to end: the real binary on loopback ports, real gRPC
 // clients. Features must equal OpenCLIP's reference (the parity law) and the
-// offline `oclip encode` (the same code path, to 1e-6); batching, limits,
+// offline `oclip encode` (the same code path, to kSameModelTolerance); batching, limits,
 // deadlines, cancellation, shutdown and metrics are checked from outside,
 // the way an operator sees them.
 
@@ -42,6 +42,7 @@
 namespace oclip {
 namespace {
 
+using ::oclip::testing::kSameModelTolerance;
 using ::oclip::testing::RelativeError;
 
 using ::oclip::testing::HttpGet;
@@ -259,8 +260,8 @@ TEST_F(ServeTest, FeaturesEqualOpenClipAndOfflineEncode) {
   const double text_vs_offline = RelativeError(Flatten(texts), offline_texts->values);
   EXPECT_LT(image_vs_openclip, 1e-4);
   EXPECT_LT(text_vs_openclip, 1e-4);
-  EXPECT_LT(image_vs_offline, 1e-6);
-  EXPECT_LT(text_vs_offline, 1e-6);
+  EXPECT_LT(image_vs_offline, kSameModelTolerance);
+  EXPECT_LT(text_vs_offline, kSameModelTolerance);
   std::printf("[ parity   ] serve vs OpenCLIP: images %.3g, texts %.3g; vs oclip encode: %.3g, %.3g\n",
               image_vs_openclip, text_vs_openclip, image_vs_offline, text_vs_offline);
 
@@ -382,7 +383,7 @@ TEST_F(ServeTest, ConcurrentClientsEachGetTheirOwnFeatures) {
     });
   }
   for (std::thread& client : clients) client.join();
-  for (int i = 0; i < kClients; ++i) EXPECT_LT(errors[i], 1e-6) << "client " << i;
+  for (int i = 0; i < kClients; ++i) EXPECT_LT(errors[i], kSameModelTolerance) << "client " << i;
 
   const auto metrics = ScrapeMetrics(*server);
   const std::string labels = "model=\"tiny-vit\",kind=\"image\"";
@@ -625,7 +626,7 @@ TEST_F(ServeTest, StreamAnswersEveryRequestByIdAndFailsBadOnesAlone) {
       EXPECT_TRUE(absl::StrContains(a.error_message(), "image 0")) << a.error_message();
     } else {
       EXPECT_EQ(a.code(), 0) << a.error_message();
-      EXPECT_LT(RelativeError(Flatten(a.response()), first), 1e-6);
+      EXPECT_LT(RelativeError(Flatten(a.response()), first), kSameModelTolerance);
     }
   }
   EXPECT_EQ(server->Terminate(), 0);
@@ -713,7 +714,7 @@ TEST_F(ServeTest, SigtermDuringLoadLosesNoAcceptedCall) {
         grpc::Status status = stub->EncodeImage(Context().get(), request, &response);
         call.end = absl::Now();
         call.code = status.error_code();
-        call.correct = status.ok() && RelativeError(Flatten(response), expected) < 1e-6;
+        call.correct = status.ok() && RelativeError(Flatten(response), expected) < kSameModelTolerance;
         calls[c].push_back(call);
         if (!status.ok()) return;  // Refused: the server is going away.
         if (++completed >= 2 * kClients && !enough_load.HasBeenNotified()) enough_load.Notify();

@@ -1,12 +1,13 @@
-// The two inner loops of model/int8_gemm.h that need AMX and AVX-512, in their
-// own translation unit (int8_gemm_amx.cc): only it is compiled with
-// -mamx-tile -mamx-int8 -mavx512f -mavx512bw -mavx512vl, and it includes no
-// LibTorch or standard-library template header, so no inline function
-// compiled with those instructions can be picked by the linker for code that
-// runs on other CPUs. Plain pointers and sizes only; call these only where
-// AmxInt8Available() (model/int8_gemm.h) said yes.
+// The inner loops of model/amx_linear.h that need AMX and AVX-512, in their
+// own translation unit (amx_gemm.cc): only it is compiled with -mamx-tile
+// -mamx-int8 -mamx-bf16 -mavx512f -mavx512bw -mavx512vl -mavx512bf16, and it
+// includes no LibTorch or standard-library template header, so no inline
+// function compiled with those instructions can be picked by the linker for
+// code that runs on other CPUs. Plain pointers and sizes only; call the int8
+// functions only where AmxInt8Available() and the bf16x3 ones only where
+// AmxBf16Available() (model/amx_linear.h) said yes.
 //
-// Layouts (all sizes in elements of the buffer's type):
+// int8 layouts (all sizes in elements of the buffer's type):
 //   A (activations, uint8): 1 KiB tiles of 16 rows x 64 bytes, row block by row
 //     block: row m, column k lives at
 //       a[((m / 16) * k_tiles + k / 64) * 1024 + (m % 16) * 64 + k % 64]
@@ -15,15 +16,27 @@
 //       b[((n / 16) * k_tiles + k / 64) * 1024 + ((k % 64) / 4) * 64 + (n % 16) * 4 + k % 4]
 //   with k_tiles = k_padded / 64. Padding (rows past m, k past k, columns past
 //   n) is zero.
+//
+// bf16x3 layouts (uint16 elements holding bfloat16 bits): every fp32 value v
+// is held as two bfloat16, hi = bf16(v) and lo = bf16(v - hi) (both rounded
+// to nearest even), and each strip of 16 rows (A) or 16 columns (B) holds its
+// k_tiles hi tiles, then its k_tiles lo tiles (k_tiles = k_padded / 32):
+//   A: 1 KiB tiles of 16 rows x 32 k: row m, column k's hi at
+//       a[((m / 16) * 2 * k_tiles + k / 32) * 512 + (m % 16) * 32 + k % 32]
+//     and its lo k_tiles * 512 further.
+//   B: AMX's VNNI form for bf16, 16 columns x 32 k, pairs of k together:
+//       b[((n / 16) * 2 * k_tiles + k / 32) * 512 + ((k % 32) / 2) * 32 + (n % 16) * 2 + k % 2]
+//     and its lo k_tiles * 512 further.
+//   Padding is zero.
 
-#ifndef OCLIP_MODEL_INT8_GEMM_AMX_H_
-#define OCLIP_MODEL_INT8_GEMM_AMX_H_
+#ifndef OCLIP_MODEL_AMX_GEMM_H_
+#define OCLIP_MODEL_AMX_GEMM_H_
 
 #include <cstdint>
 
-namespace oclip::int8_gemm_internal {
+namespace oclip::amx_internal {
 
-// Rows a tile holds, bytes of K a tile step covers, the output block of four
+// int8: rows a tile holds, bytes of K a tile step covers, the output block of four
 // accumulator tiles, and the rows of A that AmxGemm keeps in L2 while it walks
 // the weight panels (the caller quantizes that many rows, then multiplies them).
 inline constexpr int64_t kTileRows = 16;
@@ -66,20 +79,24 @@ void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padd
 //   kQuickGelu  v sigmoid(1.702 v)              (OpenAI CLIP's QuickGELU)
 enum class EpilogueActivation : int32_t { kNone = 0, kGelu = 1, kQuickGelu = 2 };
 
-struct GemmArgs {
-  const uint8_t* a;              // [m_padded / 16][k_tiles] tiles
-  const float* row_scales;       // [m]
-  const int32_t* zero_points;    // [m]
-  const int8_t* b;               // [n_padded / 16][k_tiles] tiles
-  const float* column_scales;    // [n_padded]
-  const int32_t* column_sums;    // [n_padded]: sum over k of b's column
-  const float* bias;             // [n] or null
-  float* out;                    // [m, n] row-major
+// What either GEMM writes, and where: out[m, n] for m < m, n < n.
+struct GemmOutput {
+  const float* bias = nullptr;      // [n] or null
+  float* out = nullptr;             // [m, n] row-major
   EpilogueActivation activation = EpilogueActivation::kNone;
   const float* residual = nullptr;  // [m, n] row-major, added last; or null
-  int64_t m, n, k_padded;
-  int64_t m_padded;              // multiple of kBlockRows
-  int64_t n_padded;              // multiple of kBlockCols
+  int64_t m = 0, n = 0, k_padded = 0;
+  int64_t m_padded = 0;             // multiple of kBlockRows
+  int64_t n_padded = 0;             // multiple of kBlockCols
+};
+
+struct GemmArgs : GemmOutput {
+  const uint8_t* a = nullptr;             // [m_padded / 16][k_tiles] tiles
+  const float* row_scales = nullptr;      // [m]
+  const int32_t* zero_points = nullptr;   // [m]
+  const int8_t* b = nullptr;              // [n_padded / 16][k_tiles] tiles
+  const float* column_scales = nullptr;   // [n_padded]
+  const int32_t* column_sums = nullptr;   // [n_padded]: sum over k of b's column
 };
 
 // Computes the output rows [row_begin, row_end) (multiples of kBlockRows, up to
@@ -94,6 +111,34 @@ struct GemmArgs {
 // (one fp32 write per element: the activation and residual cost no extra pass).
 void AmxGemm(const GemmArgs& args, int64_t row_begin, int64_t row_end, int64_t col_block_begin,
              int64_t col_block_end);
+
+// bf16x3: the k a bf16 tile step covers, and the rows of A that
+// AmxBf16x3Gemm keeps in L2 while it walks the weight panels (A takes 4 bytes
+// per element here, against int8's 1).
+inline constexpr int64_t kBf16TileK = 32;
+inline constexpr int64_t kBf16ItemRows = 128;  // kBlockRows multiple
+
+// Writes rows [row_begin, row_end) of x (fp32, row-major [*, k]), or of
+// LayerNorm(x) where `norm` is given, into A as hi and lo bfloat16 tiles (see
+// the layout above; k padding zeroed). Rows at or past `rows` are zeros.
+void SplitRowsToBf16Tiles(const float* x, int64_t rows, int64_t k, int64_t k_padded,
+                          int64_t row_begin, int64_t row_end, uint16_t* a,
+                          const RowLayerNorm* norm = nullptr);
+
+struct Bf16x3GemmArgs : GemmOutput {
+  const uint16_t* a = nullptr;  // [m_padded / 16][2 * k_tiles] tiles
+  const uint16_t* b = nullptr;  // [n_padded / 16][2 * k_tiles] tiles
+};
+
+// AmxGemm's bf16x3 twin: for every output element of the rows and column
+// blocks given,
+//   acc = sum_k (a_hi b_hi + a_lo b_hi + a_hi b_lo)[m, n, k]   (fp32 accumulation)
+//   out[m, n] = activation(acc + bias[n] or 0) + (residual[m, n] or 0)
+// The dropped a_lo b_lo term and the bits below lo are ~2^-16 of each
+// product: an fp32 GEMM to within a few 1e-6 relative, at three bf16 tile
+// products per step.
+void AmxBf16x3Gemm(const Bf16x3GemmArgs& args, int64_t row_begin, int64_t row_end,
+                   int64_t col_block_begin, int64_t col_block_end);
 
 // The epilogue's AVX-512 elementwise functions on count floats (x and y may
 // be the same array), exposed so that tests can check them against std:: in
@@ -110,6 +155,6 @@ void VectorExp(const float* x, float* y, int64_t count);
 void VectorSigmoid(const float* x, float* y, int64_t count);
 void VectorErf(const float* x, float* y, int64_t count);
 
-}  // namespace oclip::int8_gemm_internal
+}  // namespace oclip::amx_internal
 
-#endif  // OCLIP_MODEL_INT8_GEMM_AMX_H_
+#endif  // OCLIP_MODEL_AMX_GEMM_H_

@@ -1,4 +1,4 @@
-// The AMX int8 Linear (model/int8_gemm.h) against a scalar reference of the
+// The AMX Linears (model/amx_linear.h). int8 against a scalar reference of the
 // same quantization arithmetic written here: int32 accumulation is exact and
 // the fp32 epilogue is the same fma, so the two agree to float rounding.
 // Shapes cover tile remainders in M, N and K, M = 1, K around multiples of 64,
@@ -7,9 +7,12 @@
 // LayerNorm against torch::layer_norm before the kernel, and the epilogue's
 // vectorized erf / exp / sigmoid against std:: in double. The weight packing
 // runs (and is tested) without AMX; the GEMM and epilogue tests skip, saying
-// so, on a CPU without AMX-INT8.
+// so, on a CPU without AMX-INT8. fp32 as bf16x3 against the Linear computed in
+// double (weight split and layout, tile remainders, rows of very different
+// magnitudes, the fused LayerNorm, activations and residual, threads); its
+// tests skip on a CPU without AMX-BF16.
 
-#include "model/int8_gemm.h"
+#include "model/amx_linear.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -21,7 +24,7 @@
 #include <iostream>
 #include <vector>
 
-#include "model/int8_gemm_amx.h"
+#include "model/amx_gemm.h"
 
 namespace oclip::testing {
 namespace {
@@ -75,7 +78,7 @@ torch::Tensor ReferenceLinear(const torch::Tensor& x, const torch::Tensor& weigh
       hi = std::max(hi, row[i]);
     }
     float scale = (hi - lo) / 255.0f;
-    if (!(scale >= int8_gemm_internal::kMinScale)) scale = int8_gemm_internal::kMinScale;
+    if (!(scale >= amx_internal::kMinScale)) scale = amx_internal::kMinScale;
     const float inv = 1.0f / scale;
     const int32_t zero_point =
         std::clamp(static_cast<int32_t>(std::nearbyint(-lo * inv)), 0, 255);
@@ -196,24 +199,34 @@ TEST(Int8GemmTest, KeepsLeadingDimensionsAndDtype) {
             1e-6);
 }
 
+// Runs `linear` on 600 rows of width k (the threads split the rows) and on 20
+// (one row block: they split the columns), on one thread and on two: the same
+// bits, and within max_error of `reference`.
+template <typename Linear, typename Reference>
+void ExpectSameOnOneAndTwoThreads(int64_t k, const Linear& linear, const Reference& reference,
+                                  double max_error) {
+  const int previous = at::get_num_threads();
+  for (const int64_t rows : {600, 20}) {
+    const torch::Tensor x = torch::randn({rows, k});
+    at::set_num_threads(1);
+    const torch::Tensor one = linear(x);
+    at::set_num_threads(2);
+    const torch::Tensor two = linear(x);
+    at::set_num_threads(previous);
+    EXPECT_TRUE(torch::equal(one, two)) << rows;
+    EXPECT_LE(RelativeMaxError(two, reference(x)), max_error) << rows;
+  }
+}
+
 TEST(Int8GemmTest, SameResultOnOneAndTwoThreads) {
   if (!AmxInt8Available()) GTEST_SKIP() << kNoAmx;
   torch::manual_seed(4);
   const torch::Tensor weight = torch::randn({130, 200});
   const torch::Tensor bias = torch::randn({130});
   const Int8PackedWeight packed = PackInt8Weight(weight);
-  const int previous = at::get_num_threads();
-  // 600 rows: the threads split the rows; 20 rows (one row block): the columns.
-  for (const int64_t rows : {600, 20}) {
-    const torch::Tensor x = torch::randn({rows, 200});
-    at::set_num_threads(1);
-    const torch::Tensor one = AmxInt8Linear(x, packed, bias);
-    at::set_num_threads(2);
-    const torch::Tensor two = AmxInt8Linear(x, packed, bias);
-    at::set_num_threads(previous);
-    EXPECT_TRUE(torch::equal(one, two)) << rows;
-    EXPECT_LE(RelativeMaxError(two, ReferenceLinear(x, weight, bias)), 1e-6) << rows;
-  }
+  ExpectSameOnOneAndTwoThreads(
+      200, [&](const torch::Tensor& x) { return AmxInt8Linear(x, packed, bias); },
+      [&](const torch::Tensor& x) { return ReferenceLinear(x, weight, bias); }, 1e-6);
 }
 
 // ULPs between two floats of the same sign (their bit patterns' distance;
@@ -243,7 +256,7 @@ TEST(Int8GemmEpilogueMathTest, ErfWithin1e6OfStdErfInDouble) {
     x.push_back(v);
   }
   std::vector<float> y(x.size());
-  int8_gemm_internal::VectorErf(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  amx_internal::VectorErf(x.data(), y.data(), static_cast<int64_t>(x.size()));
   double worst = 0.0;
   float worst_x = 0.0f;
   for (size_t i = 0; i < x.size(); ++i) {
@@ -263,7 +276,7 @@ TEST(Int8GemmEpilogueMathTest, ErfWithin1e6OfStdErfInDouble) {
   float tail[20];
   for (float& v : tail) v = 7.0f;
   const float in[3] = {0.5f, -1.0f, 2.0f};
-  int8_gemm_internal::VectorErf(in, tail, 3);
+  amx_internal::VectorErf(in, tail, 3);
   EXPECT_NEAR(tail[1], std::erf(-1.0), 1e-6);
   EXPECT_EQ(tail[3], 7.0f);
   EXPECT_EQ(tail[19], 7.0f);
@@ -276,7 +289,7 @@ TEST(Int8GemmEpilogueMathTest, ExpAndSigmoidWithinFewUlpOfStdExpInDouble) {
   for (const float v : {1e4f, -1e4f, 3e38f, -3e38f, INFINITY, -INFINITY}) x.push_back(v);
   const int64_t count = static_cast<int64_t>(x.size());
   std::vector<float> y(x.size());
-  int8_gemm_internal::VectorExp(x.data(), y.data(), count);
+  amx_internal::VectorExp(x.data(), y.data(), count);
   int64_t worst_exp = 0;
   float worst_exp_x = 0.0f;
   for (int64_t i = 0; i < count; ++i) {
@@ -289,7 +302,7 @@ TEST(Int8GemmEpilogueMathTest, ExpAndSigmoidWithinFewUlpOfStdExpInDouble) {
   }
   EXPECT_LE(worst_exp, 2) << "at x = " << worst_exp_x;
 
-  int8_gemm_internal::VectorSigmoid(x.data(), y.data(), count);
+  amx_internal::VectorSigmoid(x.data(), y.data(), count);
   int64_t worst_sigmoid = 0;
   float worst_sigmoid_x = 0.0f;
   for (int64_t i = 0; i < count; ++i) {
@@ -309,6 +322,18 @@ TEST(Int8GemmEpilogueMathTest, ExpAndSigmoidWithinFewUlpOfStdExpInDouble) {
 // QuickGELU as OpenCLIP writes it: x * torch.sigmoid(1.702 * x).
 torch::Tensor QuickGelu(const torch::Tensor& x) { return x * torch::sigmoid(1.702 * x); }
 
+// Each activation the epilogue can fold in, and what it makes of y.
+struct ActivationCase {
+  AmxActivation activation;
+  torch::Tensor expected;
+  const char* name;
+};
+std::vector<ActivationCase> ActivationCases(const torch::Tensor& y) {
+  return {{AmxActivation::kNone, y, "none"},
+          {AmxActivation::kGelu, torch::gelu(y), "gelu"},
+          {AmxActivation::kQuickGelu, QuickGelu(y), "quick_gelu"}};
+}
+
 TEST(Int8GemmTest, FusedEpilogueMatchesUnfusedKernelThenActivationAndResidual) {
   if (!AmxInt8Available()) GTEST_SKIP() << kNoAmx;
   torch::manual_seed(5);
@@ -324,17 +349,9 @@ TEST(Int8GemmTest, FusedEpilogueMatchesUnfusedKernelThenActivationAndResidual) {
     const torch::Tensor residual = torch::randn({s.m, s.n}) * 3.0;
     const Int8PackedWeight packed = PackInt8Weight(weight);
     const torch::Tensor y = AmxInt8Linear(x, packed, bias);
-    struct Case {
-      Int8Activation activation;
-      torch::Tensor expected;
-      const char* name;
-    };
-    const std::vector<Case> cases = {{Int8Activation::kNone, y, "none"},
-                                     {Int8Activation::kGelu, torch::gelu(y), "gelu"},
-                                     {Int8Activation::kQuickGelu, QuickGelu(y), "quick_gelu"}};
-    for (const Case& c : cases) {
+    for (const ActivationCase& c : ActivationCases(y)) {
       for (const bool with_residual : {false, true}) {
-        Int8Epilogue epilogue;
+        AmxEpilogue epilogue;
         epilogue.activation = c.activation;
         if (with_residual) epilogue.residual = residual;
         const torch::Tensor fused = AmxInt8Linear(x, packed, bias, epilogue);
@@ -356,8 +373,8 @@ TEST(Int8GemmTest, FusedResidualKeepsLeadingDimensionsAndIsChecked) {
   const torch::Tensor bias = torch::randn({20});
   // A non-contiguous residual of the output's shape (a transposed view).
   const torch::Tensor residual = torch::randn({20, 5, 2}).permute({2, 1, 0});
-  Int8Epilogue epilogue;
-  epilogue.activation = Int8Activation::kGelu;
+  AmxEpilogue epilogue;
+  epilogue.activation = AmxActivation::kGelu;
   epilogue.residual = residual;
   const torch::Tensor fused = AmxInt8Linear(x, packed, bias, epilogue);
   ASSERT_EQ(fused.sizes(), (std::vector<int64_t>{2, 5, 20}));
@@ -386,12 +403,12 @@ TEST(Int8GemmTest, LayerNormFusedIntoQuantizationMatchesLayerNormThenQuantizatio
     std::vector<uint8_t> fused_a(m_padded * k_padded), expected_a(m_padded * k_padded);
     std::vector<float> fused_scales(s.m), expected_scales(s.m);
     std::vector<int32_t> fused_zero(s.m), expected_zero(s.m);
-    const int8_gemm_internal::RowLayerNorm norm{gamma.data_ptr<float>(), beta.data_ptr<float>(),
+    const amx_internal::RowLayerNorm norm{gamma.data_ptr<float>(), beta.data_ptr<float>(),
                                                 1e-5f};
-    int8_gemm_internal::QuantizeRowsToTiles(x.data_ptr<float>(), s.m, s.k, k_padded, 0, m_padded,
+    amx_internal::QuantizeRowsToTiles(x.data_ptr<float>(), s.m, s.k, k_padded, 0, m_padded,
                                             fused_a.data(), fused_scales.data(),
                                             fused_zero.data(), &norm);
-    int8_gemm_internal::QuantizeRowsToTiles(normalized.data_ptr<float>(), s.m, s.k, k_padded, 0,
+    amx_internal::QuantizeRowsToTiles(normalized.data_ptr<float>(), s.m, s.k, k_padded, 0,
                                             m_padded, expected_a.data(), expected_scales.data(),
                                             expected_zero.data());
     int64_t off_by_one = 0;
@@ -410,11 +427,11 @@ TEST(Int8GemmTest, LayerNormFusedIntoQuantizationMatchesLayerNormThenQuantizatio
     const torch::Tensor weight = torch::randn({s.n, s.k}) * (1.0 / std::sqrt(s.k));
     const torch::Tensor bias = torch::randn({s.n});
     const Int8PackedWeight packed = PackInt8Weight(weight);
-    Int8Epilogue epilogue;
-    epilogue.activation = Int8Activation::kGelu;
+    AmxEpilogue epilogue;
+    epilogue.activation = AmxActivation::kGelu;
     epilogue.residual = torch::randn({s.m, s.n});
     const torch::Tensor fused =
-        AmxInt8Linear(x, packed, bias, epilogue, Int8InputLayerNorm{gamma, beta, 1e-5});
+        AmxInt8Linear(x, packed, bias, epilogue, AmxInputLayerNorm{gamma, beta, 1e-5});
     const torch::Tensor expected = AmxInt8Linear(normalized, packed, bias, epilogue);
     // (A byte off by one moves an output by one activation step times one weight.)
     EXPECT_LE(RelativeMaxError(fused, expected), 5e-3) << "m " << s.m << " k " << s.k;
@@ -425,10 +442,10 @@ TEST(Int8GemmTest, LayerNormFusedIntoQuantizationMatchesLayerNormThenQuantizatio
   }
   const Int8PackedWeight packed = PackInt8Weight(torch::randn({4, 16}));
   EXPECT_THROW(AmxInt8Linear(torch::randn({2, 16}), packed, torch::Tensor(), {},
-                             Int8InputLayerNorm{torch::ones({15}), torch::zeros({15}), 1e-5}),
+                             AmxInputLayerNorm{torch::ones({15}), torch::zeros({15}), 1e-5}),
                c10::Error);
   EXPECT_THROW(AmxInt8Linear(torch::randn({2, 16}), packed, torch::Tensor(), {},
-                             Int8InputLayerNorm{torch::ones({16}), torch::Tensor(), 1e-5}),
+                             AmxInputLayerNorm{torch::ones({16}), torch::Tensor(), 1e-5}),
                c10::Error);
 }
 
@@ -437,6 +454,162 @@ TEST(Int8GemmTest, RefusesMismatchedShapes) {
   const Int8PackedWeight packed = PackInt8Weight(torch::randn({8, 16}));
   EXPECT_THROW(AmxInt8Linear(torch::randn({4, 15}), packed, torch::Tensor()), c10::Error);
   EXPECT_THROW(AmxInt8Linear(torch::randn({4, 16}), packed, torch::randn({7})), c10::Error);
+}
+
+// ---- fp32 as bf16x3 ----
+
+constexpr char kNoAmxBf16[] =
+    "this CPU (or kernel) offers no AMX-BF16 with AVX512-BF16: the bf16x3 GEMM is not run here";
+
+// The fp32 Linear computed in double: what bf16x3 is held to.
+torch::Tensor DoubleLinear(const torch::Tensor& x, const torch::Tensor& weight,
+                           const torch::Tensor& bias) {
+  return torch::linear(x.to(torch::kDouble), weight.to(torch::kDouble),
+                       bias.defined() ? bias.to(torch::kDouble) : bias);
+}
+
+// A bfloat16's value (its bits are a float's top half).
+float Bf16Value(uint16_t bits) {
+  const uint32_t word = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &word, sizeof(value));
+  return value;
+}
+
+TEST(Bf16x3GemmTest, PacksHiAndLoBfloat16IntoVnniTiles) {
+  torch::manual_seed(11);
+  const int64_t n = 37, k = 70;
+  torch::Tensor weight = torch::randn({n, k});
+  weight[3] *= 1e-30;  // tiny values keep their relative precision
+  weight[4] = weight[4].to(torch::kBFloat16).to(torch::kFloat);  // exact in bf16: lo is 0
+  const Bf16x3PackedWeight packed = PackBf16x3Weight(weight);
+  ASSERT_EQ(packed.out_features, n);
+  ASSERT_EQ(packed.in_features, k);
+  ASSERT_EQ(packed.padded_out, 64);
+  ASSERT_EQ(packed.padded_in, 96);
+  ASSERT_EQ(packed.packed.numel(), 64 * 96 * 2);
+  const auto* bits = reinterpret_cast<const uint16_t*>(packed.packed.data_ptr<int16_t>());
+  const torch::Tensor hi_expected = weight.to(torch::kBFloat16);
+  const int64_t k_tiles = packed.padded_in / 32;
+  int64_t nonzero_padding = 0;
+  for (int64_t o = 0; o < packed.padded_out; ++o) {
+    for (int64_t i = 0; i < packed.padded_in; ++i) {
+      // 16 columns x 32 k per KiB, 2 consecutive k of a column together; a
+      // strip's hi tiles, then its lo tiles.
+      const int64_t offset = ((o / 16) * 2 * k_tiles + i / 32) * 512 + ((i % 32) / 2) * 32 +
+                             (o % 16) * 2 + i % 2;
+      const uint16_t hi = bits[offset];
+      const uint16_t lo = bits[offset + k_tiles * 512];
+      if (o < n && i < k) {
+        const float w = weight[o][i].item<float>();
+        ASSERT_EQ(Bf16Value(hi), hi_expected[o][i].item<float>()) << "n " << o << " k " << i;
+        // hi + lo carries 16 significant bits of w.
+        ASSERT_LE(std::fabs(static_cast<double>(Bf16Value(hi)) + Bf16Value(lo) - w),
+                  std::ldexp(std::fabs(w), -16))
+            << "n " << o << " k " << i;
+        if (o == 4) {
+          ASSERT_EQ(lo, 0) << i;
+        }
+      } else {
+        nonzero_padding += (hi != 0) + (lo != 0);
+      }
+    }
+  }
+  EXPECT_EQ(nonzero_padding, 0);
+  EXPECT_THROW(PackBf16x3Weight(torch::zeros({0, 8})), c10::Error);
+  EXPECT_THROW(PackBf16x3Weight(torch::zeros({8})), c10::Error);
+}
+
+TEST(Bf16x3GemmTest, WithinAFewMillionthsOfTheLinearInDouble) {
+  if (!AmxBf16Available()) GTEST_SKIP() << kNoAmxBf16;
+  torch::manual_seed(12);
+  const std::vector<Shape> shapes = {{1, 1, 1},     {1, 17, 32},   {1, 40, 67},  {3, 33, 61},
+                                     {16, 16, 32},  {17, 50, 63},  {32, 32, 128}, {33, 47, 190},
+                                     {70, 96, 253}, {300, 65, 130}, {2, 3, 1000}, {64, 768, 768}};
+  for (const Shape& s : shapes) {
+    for (const bool with_bias : {false, true}) {
+      // Rows of very different magnitudes: each value's split is its own.
+      const torch::Tensor x = torch::randn({s.m, s.k}) * torch::pow(10.0, torch::randint(-3, 4, {s.m, 1}));
+      const torch::Tensor weight = torch::randn({s.n, s.k}) * (1.0 / std::sqrt(s.k));
+      const torch::Tensor bias = with_bias ? torch::randn({s.n}) : torch::Tensor();
+      const torch::Tensor actual = AmxBf16x3Linear(x, PackBf16x3Weight(weight), bias);
+      const torch::Tensor expected = DoubleLinear(x, weight, bias);
+      ASSERT_EQ(actual.sizes(), expected.sizes());
+      ASSERT_EQ(actual.scalar_type(), torch::kFloat);
+      // Row by row, since the rows' scales differ by up to 10^6.
+      for (int64_t r = 0; r < s.m; ++r) {
+        ASSERT_LE(RelativeMaxError(actual[r], expected[r]), 2e-5)
+            << "m " << s.m << " n " << s.n << " k " << s.k << " bias " << with_bias << " row " << r;
+      }
+    }
+  }
+  // One bfloat16 product alone would be ~100x off that bound: the bound tests the split.
+  const torch::Tensor x = torch::randn({64, 256});
+  const torch::Tensor weight = torch::randn({64, 256});
+  const torch::Tensor bf16 = torch::linear(x.to(torch::kBFloat16).to(torch::kFloat),
+                                           weight.to(torch::kBFloat16).to(torch::kFloat));
+  EXPECT_GT(RelativeMaxError(bf16, DoubleLinear(x, weight, torch::Tensor())), 2e-4);
+}
+
+TEST(Bf16x3GemmTest, FusedLayerNormActivationAndResidualMatchTheOpsInDouble) {
+  if (!AmxBf16Available()) GTEST_SKIP() << kNoAmxBf16;
+  torch::manual_seed(13);
+  const std::vector<Shape> shapes = {{1, 8, 16}, {17, 33, 70}, {45, 77, 130}, {300, 65, 96},
+                                     {64, 200, 768}};
+  for (const Shape& s : shapes) {
+    // Rows with an offset and a spread of their own, as the residual stream has.
+    const torch::Tensor x = torch::randn({s.m, s.k}) * (torch::rand({s.m, 1}) * 5 + 0.1) +
+                            torch::randn({s.m, 1}) * 3;
+    const torch::Tensor gamma = torch::randn({s.k});
+    const torch::Tensor beta = torch::randn({s.k}) * 0.5;
+    const torch::Tensor weight = torch::randn({s.n, s.k}) * (2.0 / std::sqrt(s.k));
+    const torch::Tensor bias = torch::randn({s.n});
+    const torch::Tensor residual = torch::randn({s.m, s.n}) * 3.0;
+    const Bf16x3PackedWeight packed = PackBf16x3Weight(weight);
+    const torch::Tensor normalized =
+        torch::layer_norm(x.to(torch::kDouble), {s.k}, gamma.to(torch::kDouble),
+                          beta.to(torch::kDouble), 1e-5);
+    const torch::Tensor y = DoubleLinear(normalized, weight, bias);
+    for (const ActivationCase& c : ActivationCases(y)) {
+      AmxEpilogue epilogue;
+      epilogue.activation = c.activation;
+      epilogue.residual = residual;
+      const torch::Tensor fused =
+          AmxBf16x3Linear(x, packed, bias, epilogue, AmxInputLayerNorm{gamma, beta, 1e-5});
+      const torch::Tensor expected = residual.to(torch::kDouble) + c.expected;
+      ASSERT_EQ(fused.sizes(), expected.sizes());
+      EXPECT_LE(RelativeMaxError(fused, expected), 2e-5)
+          << "m " << s.m << " n " << s.n << " k " << s.k << " " << c.name;
+    }
+  }
+}
+
+TEST(Bf16x3GemmTest, KeepsShapesAndDtypeSameOnOneAndTwoThreadsAndChecksArguments) {
+  if (!AmxBf16Available()) GTEST_SKIP() << kNoAmxBf16;
+  torch::manual_seed(14);
+  const torch::Tensor weight = torch::randn({130, 200});
+  const torch::Tensor bias = torch::randn({130});
+  const Bf16x3PackedWeight packed = PackBf16x3Weight(weight);
+  ExpectSameOnOneAndTwoThreads(
+      200, [&](const torch::Tensor& x) { return AmxBf16x3Linear(x, packed, bias); },
+      [&](const torch::Tensor& x) { return DoubleLinear(x, weight, bias); }, 2e-5);
+  const torch::Tensor x = torch::randn({2, 5, 200});
+  const torch::Tensor y = AmxBf16x3Linear(x.to(torch::kBFloat16), packed, bias);
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 5, 130}));
+  EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(AmxBf16x3Linear(torch::zeros({0, 200}), packed, bias).sizes(),
+            (std::vector<int64_t>{0, 130}));
+  const torch::Tensor xt = torch::randn({200, 9}).t();  // non-contiguous
+  EXPECT_LE(RelativeMaxError(AmxBf16x3Linear(xt, packed, bias), DoubleLinear(xt, weight, bias)),
+            2e-5);
+  EXPECT_THROW(AmxBf16x3Linear(torch::randn({4, 199}), packed, bias), c10::Error);
+  EXPECT_THROW(AmxBf16x3Linear(torch::randn({4, 200}), packed, torch::randn({7})), c10::Error);
+  AmxEpilogue epilogue;
+  epilogue.residual = torch::randn({4, 131});
+  EXPECT_THROW(AmxBf16x3Linear(torch::randn({4, 200}), packed, bias, epilogue), c10::Error);
+  EXPECT_THROW(AmxBf16x3Linear(torch::randn({4, 200}), packed, bias, {},
+                               AmxInputLayerNorm{torch::ones({199}), torch::zeros({199}), 1e-5}),
+               c10::Error);
 }
 
 }  // namespace

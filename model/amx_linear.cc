@@ -1,0 +1,343 @@
+#include "model/amx_linear.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "model/amx_gemm.h"
+
+#if OCLIP_HAVE_AMX_KERNEL
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace oclip {
+namespace {
+
+using amx_internal::kBlockCols;
+using amx_internal::kBlockRows;
+using amx_internal::kTileBytes;
+using amx_internal::kTileK;
+using amx_internal::kTileRows;
+
+int64_t RoundUp(int64_t value, int64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+#if OCLIP_HAVE_AMX_KERNEL
+// What CPUID, XCR0 and Linux allow this process: the AMX kernels need AVX-512
+// F/BW/VL and the tile state, plus AMX-INT8 or AMX-BF16 with AVX512-BF16.
+struct AmxSupport {
+  bool int8 = false;
+  bool bf16 = false;
+};
+
+AmxSupport ProbeAmx() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_max(0, nullptr) < 7) return {};
+  __cpuid(1, eax, ebx, ecx, edx);
+  if ((ecx & (1u << 27)) == 0) return {};  // OSXSAVE: XGETBV usable
+  __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  const bool avx512 = (ebx & (1u << 16)) && (ebx & (1u << 30)) && (ebx & (1u << 31));  // F, BW, VL
+  const bool tile = (edx & (1u << 24)) != 0;
+  const bool amx_int8 = (edx & (1u << 25)) != 0;
+  const bool amx_bf16 = (edx & (1u << 22)) != 0;
+  const unsigned leaf7_subleaves = eax;
+  bool avx512_bf16 = false;
+  if (leaf7_subleaves >= 1) {
+    __cpuid_count(7, 1, eax, ebx, ecx, edx);
+    avx512_bf16 = (eax & (1u << 5)) != 0;
+  }
+  if (!avx512 || !tile) return {};
+  uint32_t xcr0_low = 0, xcr0_high = 0;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
+  const uint64_t xcr0 = (static_cast<uint64_t>(xcr0_high) << 32) | xcr0_low;
+  // SSE, AVX, AVX-512 opmask/ZMM_Hi256/Hi16_ZMM, XTILECFG, XTILEDATA.
+  const uint64_t needed = (1ull << 1) | (1ull << 2) | (1ull << 5) | (1ull << 6) | (1ull << 7) |
+                          (1ull << 17) | (1ull << 18);
+  if ((xcr0 & needed) != needed) return {};
+  // Linux (5.16+) hands out the 8 KiB tile data state only on request, once
+  // per process; without it the first tile instruction kills the process.
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return {};
+  return AmxSupport{amx_int8, amx_bf16 && avx512_bf16};
+}
+
+const AmxSupport& Amx() {
+  static const AmxSupport support = ProbeAmx();
+  return support;
+}
+#endif
+
+// The checks every AMX Linear makes of its arguments (in_features ->
+// out_features); returns the output's shape [..., out_features].
+std::vector<int64_t> CheckLinearArguments(const char* name, const at::Tensor& x,
+                                          int64_t in_features, int64_t out_features,
+                                          const at::Tensor& bias, const AmxEpilogue& epilogue,
+                                          const AmxInputLayerNorm& input_norm) {
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == in_features, name, ": input ", x.sizes(),
+              " does not end in the weight's ", in_features, " inputs");
+  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out_features), name,
+              ": bias ", bias.sizes(), " does not match ", out_features, " outputs");
+  TORCH_CHECK(!input_norm.weight.defined() ||
+                  (input_norm.weight.dim() == 1 && input_norm.weight.size(0) == in_features &&
+                   input_norm.bias.defined() && input_norm.bias.sizes() == input_norm.weight.sizes()),
+              name, ": the LayerNorm's weight and bias must both be [", in_features, "]");
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = out_features;
+  TORCH_CHECK(!epilogue.residual.defined() || epilogue.residual.sizes() == out_shape, name,
+              ": residual ", epilogue.residual.sizes(), " does not have the output's shape ",
+              out_shape);
+  return out_shape;
+}
+
+// The fp32 operands an AMX Linear reads besides x, converted once per call.
+struct FloatOperands {
+  FloatOperands(const at::Tensor& bias, const AmxEpilogue& epilogue,
+                const AmxInputLayerNorm& input_norm)
+      : bias(bias.defined() ? bias.to(at::kFloat).contiguous() : bias),
+        residual(epilogue.residual.defined() ? epilogue.residual.to(at::kFloat).contiguous()
+                                             : epilogue.residual) {
+    if (!input_norm.weight.defined()) return;
+    norm_weight = input_norm.weight.to(at::kFloat).contiguous();
+    norm_bias = input_norm.bias.to(at::kFloat).contiguous();
+    norm = amx_internal::RowLayerNorm{norm_weight.data_ptr<float>(), norm_bias.data_ptr<float>(),
+                                      static_cast<float>(input_norm.eps)};
+  }
+  const float* BiasData() const { return bias.defined() ? bias.data_ptr<float>() : nullptr; }
+  const float* ResidualData() const {
+    return residual.defined() ? residual.data_ptr<float>() : nullptr;
+  }
+  const amx_internal::RowLayerNorm* Norm() const { return norm_weight.defined() ? &norm : nullptr; }
+
+  at::Tensor bias;
+  at::Tensor residual;
+  at::Tensor norm_weight;
+  at::Tensor norm_bias;
+  amx_internal::RowLayerNorm norm{};
+};
+
+// The output half of either GEMM's arguments: `out` [m, weight's outputs].
+template <typename PackedWeight>
+amx_internal::GemmOutput OutputOf(const PackedWeight& weight, const FloatOperands& operands,
+                                  AmxActivation activation, at::Tensor& out, int64_t m) {
+  amx_internal::GemmOutput output;
+  output.bias = operands.BiasData();
+  output.out = out.data_ptr<float>();
+  output.activation = activation;
+  output.residual = operands.ResidualData();
+  output.m = m;
+  output.n = weight.out_features;
+  output.k_padded = weight.padded_in;
+  output.m_padded = RoundUp(m, kBlockRows);
+  output.n_padded = weight.padded_out;
+  return output;
+}
+
+// Runs one AMX Linear over LibTorch's threads. prepare(begin, end) writes
+// rows [begin, end) of A; multiply(row_begin, row_end, col_block_begin,
+// col_block_end) computes those outputs.
+template <typename Prepare, typename Multiply>
+void ParallelLinear(int64_t m_padded, int64_t col_blocks, int64_t item_rows,
+                    const Prepare& prepare, const Multiply& multiply) {
+  const int64_t row_blocks = m_padded / kBlockRows;
+  if (row_blocks >= at::get_num_threads()) {
+    // Each thread owns whole rows: it prepares item_rows of them and multiplies
+    // them by every weight panel, with no barrier in between (one parallel
+    // region per call; the weights are shared read-only).
+    const int64_t item_blocks = item_rows / kBlockRows;
+    at::parallel_for(0, row_blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t block = begin; block < end; block += item_blocks) {
+        const int64_t rows_begin = block * kBlockRows;
+        const int64_t rows_end = std::min(block + item_blocks, end) * kBlockRows;
+        prepare(rows_begin, rows_end);
+        multiply(rows_begin, rows_end, 0, col_blocks);
+      }
+    });
+  } else {
+    // Few rows (a small batch): prepare them here, split the columns.
+    prepare(0, m_padded);
+    at::parallel_for(0, col_blocks, 1, [&](int64_t begin, int64_t end) {
+      multiply(0, m_padded, begin, end);
+    });
+  }
+}
+
+}  // namespace
+
+bool AmxInt8Available() {
+#if OCLIP_HAVE_AMX_KERNEL
+  return Amx().int8;
+#else
+  return false;
+#endif
+}
+
+bool AmxBf16Available() {
+#if OCLIP_HAVE_AMX_KERNEL
+  return Amx().bf16;
+#else
+  return false;
+#endif
+}
+
+Int8PackedWeight PackInt8Weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) > 0 && weight.size(1) > 0,
+              "PackInt8Weight needs a non-empty [out, in] weight, got ", weight.sizes());
+  const at::Tensor w = weight.detach().to(at::kCPU, at::kFloat).contiguous();
+  Int8PackedWeight result;
+  result.out_features = w.size(0);
+  result.in_features = w.size(1);
+  result.padded_out = RoundUp(result.out_features, kBlockCols);
+  result.padded_in = RoundUp(result.in_features, kTileK);
+  result.packed = at::zeros({result.padded_out * result.padded_in}, at::kChar);
+  result.scales = at::ones({result.padded_out}, at::kFloat);
+  result.column_sums = at::zeros({result.padded_out}, at::kInt);
+
+  const int64_t k = result.in_features;
+  const int64_t k_tiles = result.padded_in / kTileK;
+  const float* w_data = w.data_ptr<float>();
+  int8_t* packed = result.packed.data_ptr<int8_t>();
+  float* scales = result.scales.data_ptr<float>();
+  int32_t* sums = result.column_sums.data_ptr<int32_t>();
+  for (int64_t n = 0; n < result.out_features; ++n) {
+    const float* row = w_data + n * k;
+    float max_abs = 0.0f;
+    for (int64_t i = 0; i < k; ++i) max_abs = std::max(max_abs, std::abs(row[i]));
+    const float scale = std::max(max_abs / 127.0f, 1e-8f);
+    scales[n] = scale;
+    int8_t* strip = packed + (n / kTileRows) * k_tiles * kTileBytes + (n % kTileRows) * 4;
+    int32_t sum = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      const float q = std::clamp(std::nearbyint(row[i] / scale), -127.0f, 127.0f);
+      strip[(i / kTileK) * kTileBytes + ((i % kTileK) / 4) * 64 + i % 4] = static_cast<int8_t>(q);
+      sum += static_cast<int32_t>(q);
+    }
+    sums[n] = sum;
+  }
+  return result;
+}
+
+at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
+                         const at::Tensor& bias, const AmxEpilogue& epilogue,
+                         const AmxInputLayerNorm& input_norm) {
+  TORCH_CHECK(AmxInt8Available(), "AmxInt8Linear needs a CPU with AMX-INT8 (and Linux's permission)");
+  const std::vector<int64_t> out_shape =
+      CheckLinearArguments("AmxInt8Linear", x, weight.in_features, weight.out_features, bias,
+                           epilogue, input_norm);
+  const at::Tensor flat = x.reshape({-1, weight.in_features}).to(at::kFloat).contiguous();
+  const int64_t m = flat.size(0);
+  if (m == 0) return at::empty(out_shape, x.options());
+#if OCLIP_HAVE_AMX_KERNEL
+  const FloatOperands operands(bias, epilogue, input_norm);
+  const int64_t m_padded = RoundUp(m, kBlockRows);
+  const at::Tensor a = at::empty({m_padded * weight.padded_in}, at::kByte);
+  const at::Tensor row_scales = at::empty({m}, at::kFloat);
+  const at::Tensor zero_points = at::empty({m}, at::kInt);
+  at::Tensor out = at::empty({m, weight.out_features}, at::kFloat);
+  amx_internal::GemmArgs args;
+  static_cast<amx_internal::GemmOutput&>(args) =
+      OutputOf(weight, operands, epilogue.activation, out, m);
+  args.a = a.data_ptr<uint8_t>();
+  args.row_scales = row_scales.data_ptr<float>();
+  args.zero_points = zero_points.data_ptr<int32_t>();
+  args.b = weight.packed.data_ptr<int8_t>();
+  args.column_scales = weight.scales.data_ptr<float>();
+  args.column_sums = weight.column_sums.data_ptr<int32_t>();
+  const float* x_data = flat.data_ptr<float>();
+  uint8_t* a_data = a.data_ptr<uint8_t>();
+  float* scale_data = row_scales.data_ptr<float>();
+  int32_t* zero_point_data = zero_points.data_ptr<int32_t>();
+  ParallelLinear(
+      m_padded, weight.padded_out / kBlockCols, amx_internal::kItemRows,
+      [&](int64_t begin, int64_t end) {
+        amx_internal::QuantizeRowsToTiles(x_data, m, weight.in_features, weight.padded_in, begin,
+                                          end, a_data, scale_data, zero_point_data,
+                                          operands.Norm());
+      },
+      [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) {
+        amx_internal::AmxGemm(args, row_begin, row_end, col_begin, col_end);
+      });
+  return out.view(out_shape).to(x.scalar_type());
+#else
+  TORCH_CHECK(false, "AmxInt8Linear: built without the AMX kernel");
+#endif
+}
+
+Bf16x3PackedWeight PackBf16x3Weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) > 0 && weight.size(1) > 0,
+              "PackBf16x3Weight needs a non-empty [out, in] weight, got ", weight.sizes());
+  const at::Tensor w = weight.detach().to(at::kCPU, at::kFloat).contiguous();
+  // LibTorch's float -> bfloat16 conversion rounds to nearest even, as the
+  // kernel's activation split does.
+  const at::Tensor hi = w.to(at::kBFloat16);
+  const at::Tensor lo = (w - hi.to(at::kFloat)).to(at::kBFloat16);
+  Bf16x3PackedWeight result;
+  result.out_features = w.size(0);
+  result.in_features = w.size(1);
+  result.padded_out = RoundUp(result.out_features, kBlockCols);
+  result.padded_in = RoundUp(result.in_features, amx_internal::kBf16TileK);
+  result.packed = at::zeros({result.padded_out * result.padded_in * 2}, at::kShort);
+
+  const int64_t k = result.in_features;
+  const int64_t k_tiles = result.padded_in / amx_internal::kBf16TileK;
+  const int64_t tile_elements = kTileBytes / 2;
+  const auto* hi_data = reinterpret_cast<const uint16_t*>(hi.data_ptr<at::BFloat16>());
+  const auto* lo_data = reinterpret_cast<const uint16_t*>(lo.data_ptr<at::BFloat16>());
+  auto* packed = reinterpret_cast<uint16_t*>(result.packed.data_ptr<int16_t>());
+  for (int64_t n = 0; n < result.out_features; ++n) {
+    uint16_t* strip = packed + (n / kTileRows) * 2 * k_tiles * tile_elements + (n % kTileRows) * 2;
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t offset = (i / amx_internal::kBf16TileK) * tile_elements +
+                             ((i % amx_internal::kBf16TileK) / 2) * 32 + i % 2;
+      strip[offset] = hi_data[n * k + i];
+      strip[k_tiles * tile_elements + offset] = lo_data[n * k + i];
+    }
+  }
+  return result;
+}
+
+at::Tensor AmxBf16x3Linear(const at::Tensor& x, const Bf16x3PackedWeight& weight,
+                           const at::Tensor& bias, const AmxEpilogue& epilogue,
+                           const AmxInputLayerNorm& input_norm) {
+  TORCH_CHECK(AmxBf16Available(),
+              "AmxBf16x3Linear needs a CPU with AMX-BF16 and AVX512-BF16 (and Linux's permission)");
+  const std::vector<int64_t> out_shape =
+      CheckLinearArguments("AmxBf16x3Linear", x, weight.in_features, weight.out_features, bias,
+                           epilogue, input_norm);
+  const at::Tensor flat = x.reshape({-1, weight.in_features}).to(at::kFloat).contiguous();
+  const int64_t m = flat.size(0);
+  if (m == 0) return at::empty(out_shape, x.options());
+#if OCLIP_HAVE_AMX_KERNEL
+  const FloatOperands operands(bias, epilogue, input_norm);
+  const int64_t m_padded = RoundUp(m, kBlockRows);
+  const at::Tensor a = at::empty({m_padded * weight.padded_in * 2}, at::kShort);
+  at::Tensor out = at::empty({m, weight.out_features}, at::kFloat);
+  amx_internal::Bf16x3GemmArgs args;
+  static_cast<amx_internal::GemmOutput&>(args) =
+      OutputOf(weight, operands, epilogue.activation, out, m);
+  args.a = reinterpret_cast<const uint16_t*>(a.data_ptr<int16_t>());
+  args.b = reinterpret_cast<const uint16_t*>(weight.packed.data_ptr<int16_t>());
+  const float* x_data = flat.data_ptr<float>();
+  auto* a_data = reinterpret_cast<uint16_t*>(a.data_ptr<int16_t>());
+  ParallelLinear(
+      m_padded, weight.padded_out / kBlockCols, amx_internal::kBf16ItemRows,
+      [&](int64_t begin, int64_t end) {
+        amx_internal::SplitRowsToBf16Tiles(x_data, m, weight.in_features, weight.padded_in,
+                                           begin, end, a_data, operands.Norm());
+      },
+      [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) {
+        amx_internal::AmxBf16x3Gemm(args, row_begin, row_end, col_begin, col_end);
+      });
+  return out.view(out_shape).to(x.scalar_type());
+#else
+  TORCH_CHECK(false, "AmxBf16x3Linear: built without the AMX kernel");
+#endif
+}
+
+}  // namespace oclip
