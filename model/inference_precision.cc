@@ -207,6 +207,28 @@ class ConvKernel : public PackedKernel {
   torch::ScalarType dtype_;
 };
 
+// A 1x1 convolution with stride 1 and no padding is a Linear over the pixels:
+// on channels-last activations [N, C, H, W] (NHWC in memory, as the ResNet
+// keeps them) the pixels are the rows of an [N·H·W, C] matrix, so the linear
+// kernel runs on a view and its [N·H·W, out] result is the channels-last output.
+class PointwiseConvKernel : public PackedKernel {
+ public:
+  explicit PointwiseConvKernel(std::shared_ptr<const PackedKernel> linear)
+      : linear_(std::move(linear)) {}
+
+  torch::Tensor Run(const torch::Tensor& x) const override {
+    const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+    const torch::Tensor pixels = x.contiguous(at::MemoryFormat::ChannelsLast)
+                                     .permute({0, 2, 3, 1})
+                                     .reshape({n * h * w, c});
+    const torch::Tensor y = linear_->Run(pixels);
+    return y.view({n, h, w, y.size(1)}).permute({0, 3, 1, 2});
+  }
+
+ private:
+  std::shared_ptr<const PackedKernel> linear_;
+};
+
 // Builds the kernels of one precision; remembers what it built.
 class KernelFactory {
  public:
@@ -309,6 +331,12 @@ class KernelFactory {
       bn->folded_into_conv = true;
       ++folded_;
     }
+    if (amx_bf16x3_ && weight.size(2) == 1 && weight.size(3) == 1 && conv.stride == 1 &&
+        conv.padding == 0) {
+      ++pointwise_convolutions_;
+      return std::make_shared<PointwiseConvKernel>(std::make_shared<AmxBf16x3LinearKernel>(
+          weight.reshape({weight.size(0), weight.size(1)}), bias));
+    }
     return std::make_shared<ConvKernel>(weight, bias, conv.stride, conv.padding, ConvType());
   }
 
@@ -332,6 +360,8 @@ class KernelFactory {
     }
     summary.conv_kernel = ConvType() == torch::kBFloat16 ? "conv2d_bf16_channels_last_bn_folded"
                                                          : "conv2d_fp32_channels_last_bn_folded";
+    // The ResNet's 1x1 convolutions, as Linears over the pixels.
+    if (pointwise_convolutions_ > 0) absl::StrAppend(&summary.conv_kernel, "+1x1_amx_bf16x3");
     summary.linears = linears_;
     summary.convolutions = convolutions_;
     summary.folded_batch_norms = folded_;
@@ -355,6 +385,7 @@ class KernelFactory {
   bool amx_bf16x3_ = false;  // fp32 Linears as bf16x3 on model/amx_linear.h's AMX kernel
   int64_t linears_ = 0;
   int64_t convolutions_ = 0;
+  int64_t pointwise_convolutions_ = 0;
   int64_t folded_ = 0;
 };
 

@@ -16,7 +16,8 @@
 //         matmul precision "high"), a few 1e-6 from fp32 GEMMs and 2x their
 //         speed, with the transformers' LayerNorm, GELU and residual adds fused
 //         into them. OCLIP_FP32_MATMUL_PRECISION=highest keeps LibTorch's fp32
-//         GEMMs instead (as it does on other CPUs).
+//         GEMMs instead (as it does on other CPUs). The ResNet's 1x1
+//         convolutions are such Linears over the pixels there too.
 //   bf16  every Linear, the attention's packed in_proj and every convolution in
 //         bfloat16 (oneDNN; AMX where the CPU has it), fp32 in between
 //         (LayerNorm, softmax, residuals): feature cosine >= 0.999 to fp32.
