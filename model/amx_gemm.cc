@@ -331,7 +331,8 @@ void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padd
                          int32_t* zero_points, const RowLayerNorm* norm) {
   const int64_t k_tiles = k_padded / kTileK;
   for (int64_t m = row_begin; m < row_end; ++m) {
-    uint8_t* tile_row = a + (m / kTileRows) * k_tiles * kTileBytes + (m % kTileRows) * kTileK;
+    uint8_t* tile_row =
+        a + ((m - row_begin) / kTileRows) * k_tiles * kTileBytes + (m % kTileRows) * kTileK;
     if (m >= rows) {
       for (int64_t t = 0; t < k_tiles; ++t) {
         _mm512_storeu_si512(tile_row + t * kTileBytes, _mm512_setzero_si512());
@@ -381,7 +382,7 @@ void AmxGemm(const GemmArgs& g, int64_t row_begin, int64_t row_end, int64_t col_
   ForEachOutputBlock<GemmArgs, int32_t>(
       g, row_begin, row_end, col_block_begin, col_block_end, kItemRows,
       [&](int64_t m0, int64_t n0) {
-        const uint8_t* a0 = g.a + (m0 / kTileRows) * strip;
+        const uint8_t* a0 = g.a + ((m0 - row_begin) / kTileRows) * strip;
         const uint8_t* a1 = a0 + strip;
         const int8_t* b0 = g.b + (n0 / kTileRows) * strip;
         const int8_t* b1 = b0 + strip;
@@ -397,32 +398,76 @@ void AmxGemm(const GemmArgs& g, int64_t row_begin, int64_t row_end, int64_t col_
       EpilogueFor<Int8EpilogueFunction, PickInt8Epilogue>(g.activation));
 }
 
+namespace {
+
+// Writes 32 values (two vectors) as hi and lo bfloat16, each rounded to
+// nearest even: hi = bf16(v), lo = bf16(v - hi).
+inline void SplitToBf16(__m512 v0, __m512 v1, uint16_t* hi_out, uint16_t* lo_out) {
+  const __m512i hi = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v1, v0));
+  const __m512 rest0 = _mm512_sub_ps(v0, Bf16ToFloat(_mm512_castsi512_si256(hi)));
+  const __m512 rest1 = _mm512_sub_ps(v1, Bf16ToFloat(_mm512_extracti64x4_epi64(hi, 1)));
+  const __m512i lo = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(rest1, rest0));
+  _mm512_storeu_si512(hi_out, hi);
+  _mm512_storeu_si512(lo_out, lo);
+}
+
+}  // namespace
+
 void SplitRowsToBf16Tiles(const float* x, int64_t rows, int64_t k, int64_t k_padded,
                           int64_t row_begin, int64_t row_end, uint16_t* a,
                           const RowLayerNorm* norm) {
   const int64_t k_tiles = k_padded / kBf16TileK;
   const int64_t tile_elements = kTileBytes / 2;
+  const __m512 zero = _mm512_setzero_ps();
   for (int64_t m = row_begin; m < row_end; ++m) {
-    uint16_t* hi_row = a + (m / kTileRows) * 2 * k_tiles * tile_elements + (m % kTileRows) * kBf16TileK;
+    uint16_t* hi_row = a + ((m - row_begin) / kTileRows) * 2 * k_tiles * tile_elements +
+                       (m % kTileRows) * kBf16TileK;
     uint16_t* lo_row = hi_row + k_tiles * tile_elements;
     if (m >= rows) {
       for (int64_t t = 0; t < k_tiles; ++t) {
-        _mm512_storeu_si512(hi_row + t * tile_elements, _mm512_setzero_si512());
-        _mm512_storeu_si512(lo_row + t * tile_elements, _mm512_setzero_si512());
+        SplitToBf16(zero, zero, hi_row + t * tile_elements, lo_row + t * tile_elements);
       }
       continue;
     }
     const RowReader reader(x + m * k, k, norm);
     for (int64_t j = 0; j < k_padded; j += kBf16TileK) {
-      // 32 values (zeros past k), rounded to nearest even: hi, then the rest.
-      const __m512 v0 = reader.Load(j, FirstLanes(k - j));
-      const __m512 v1 = reader.Load(j + 16, FirstLanes(k - j - 16));
-      const __m512i hi = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v1, v0));
-      const __m512 rest0 = _mm512_sub_ps(v0, Bf16ToFloat(_mm512_castsi512_si256(hi)));
-      const __m512 rest1 = _mm512_sub_ps(v1, Bf16ToFloat(_mm512_extracti64x4_epi64(hi, 1)));
-      const __m512i lo = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(rest1, rest0));
-      _mm512_storeu_si512(hi_row + (j / kBf16TileK) * tile_elements, hi);
-      _mm512_storeu_si512(lo_row + (j / kBf16TileK) * tile_elements, lo);
+      // 32 values, zeros past k.
+      SplitToBf16(reader.Load(j, FirstLanes(k - j)), reader.Load(j + 16, FirstLanes(k - j - 16)),
+                  hi_row + (j / kBf16TileK) * tile_elements,
+                  lo_row + (j / kBf16TileK) * tile_elements);
+    }
+  }
+}
+
+void SplitPatchRowsToBf16Tiles(const float* x, int64_t batch, int64_t height, int64_t width,
+                               int64_t channels, int64_t row_begin, int64_t row_end,
+                               uint16_t* a) {
+  const int64_t channels_padded = (channels + kBf16TileK - 1) / kBf16TileK * kBf16TileK;
+  const int64_t k_tiles = 9 * channels_padded / kBf16TileK;
+  const int64_t tile_elements = kTileBytes / 2;
+  const int64_t rows = batch * height * width;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t m = row_begin; m < row_end; ++m) {
+    uint16_t* hi_row = a + ((m - row_begin) / kTileRows) * 2 * k_tiles * tile_elements +
+                       (m % kTileRows) * kBf16TileK;
+    uint16_t* lo_row = hi_row + k_tiles * tile_elements;
+    const int64_t image = m / (height * width);
+    const int64_t y = (m / width) % height;
+    const int64_t x_position = m % width;
+    for (int64_t tap = 0; tap < 9; ++tap) {
+      const int64_t source_y = y + tap / 3 - 1;
+      const int64_t source_x = x_position + tap % 3 - 1;
+      const bool inside = m < rows && source_y >= 0 && source_y < height && source_x >= 0 &&
+                          source_x < width;
+      const float* pixel =
+          inside ? x + ((image * height + source_y) * width + source_x) * channels : nullptr;
+      for (int64_t c = 0; c < channels_padded; c += kBf16TileK) {
+        const int64_t tile = (tap * channels_padded + c) / kBf16TileK;
+        const __m512 v0 = inside ? _mm512_maskz_loadu_ps(FirstLanes(channels - c), pixel + c) : zero;
+        const __m512 v1 =
+            inside ? _mm512_maskz_loadu_ps(FirstLanes(channels - c - 16), pixel + c + 16) : zero;
+        SplitToBf16(v0, v1, hi_row + tile * tile_elements, lo_row + tile * tile_elements);
+      }
     }
   }
 }
@@ -439,7 +484,7 @@ void AmxBf16x3Gemm(const Bf16x3GemmArgs& g, int64_t row_begin, int64_t row_end,
   ForEachOutputBlock<Bf16x3GemmArgs, float>(
       g, row_begin, row_end, col_block_begin, col_block_end, kBf16ItemRows,
       [&](int64_t m0, int64_t n0) {
-        const uint16_t* a0 = g.a + (m0 / kTileRows) * strip;
+        const uint16_t* a0 = g.a + ((m0 - row_begin) / kTileRows) * strip;
         const uint16_t* a1 = a0 + strip;
         const uint16_t* b0 = g.b + (n0 / kTileRows) * strip;
         const uint16_t* b1 = b0 + strip;

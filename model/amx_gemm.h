@@ -9,7 +9,7 @@
 //
 // int8 layouts (all sizes in elements of the buffer's type):
 //   A (activations, uint8): 1 KiB tiles of 16 rows x 64 bytes, row block by row
-//     block: row m, column k lives at
+//     block: row m (counted from the buffer's first row), column k lives at
 //       a[((m / 16) * k_tiles + k / 64) * 1024 + (m % 16) * 64 + k % 64]
 //   B (weights, int8): AMX's VNNI form, 1 KiB tiles of 16 columns x 64 k:
 //     output column n, input k lives at
@@ -59,6 +59,11 @@ struct RowLayerNorm {
   float eps;
 };
 
+// Every function here that writes or reads A takes the tiles of rows
+// [row_begin, row_end) only (row_begin a multiple of 16): row m is in A's
+// row strip (m - row_begin) / 16, so that a thread can prepare and multiply a
+// few rows at a time in a buffer that stays in its L2.
+//
 // Quantizes rows [row_begin, row_end) of x (fp32, row-major [*, k]), or of
 // LayerNorm(x) where `norm` is given (the fp32 normalized rows are never
 // stored), to uint8,
@@ -91,7 +96,7 @@ struct GemmOutput {
 };
 
 struct GemmArgs : GemmOutput {
-  const uint8_t* a = nullptr;             // [m_padded / 16][k_tiles] tiles
+  const uint8_t* a = nullptr;             // the rows' [rows / 16][k_tiles] tiles
   const float* row_scales = nullptr;      // [m]
   const int32_t* zero_points = nullptr;   // [m]
   const int8_t* b = nullptr;              // [n_padded / 16][k_tiles] tiles
@@ -125,8 +130,19 @@ void SplitRowsToBf16Tiles(const float* x, int64_t rows, int64_t k, int64_t k_pad
                           int64_t row_begin, int64_t row_end, uint16_t* a,
                           const RowLayerNorm* norm = nullptr);
 
+// The 3x3 convolution (stride 1, padding 1) of channels-last x [batch,
+// height, width, channels] as a GEMM: row m = (image, y, x) holds the 3x3
+// patch around that pixel, k = (dy * 3 + dx) * channels_padded + c with
+// channels_padded = channels rounded up to 32; zeros outside the image, past
+// `channels` and in rows past batch * height * width. Writes rows
+// [row_begin, row_end) into A as SplitRowsToBf16Tiles does
+// (k_padded = 9 * channels_padded).
+void SplitPatchRowsToBf16Tiles(const float* x, int64_t batch, int64_t height, int64_t width,
+                               int64_t channels, int64_t row_begin, int64_t row_end,
+                               uint16_t* a);
+
 struct Bf16x3GemmArgs : GemmOutput {
-  const uint16_t* a = nullptr;  // [m_padded / 16][2 * k_tiles] tiles
+  const uint16_t* a = nullptr;  // the rows' [rows / 16][2 * k_tiles] tiles
   const uint16_t* b = nullptr;  // [n_padded / 16][2 * k_tiles] tiles
 };
 

@@ -139,33 +139,51 @@ amx_internal::GemmOutput OutputOf(const PackedWeight& weight, const FloatOperand
   return output;
 }
 
-// Runs one AMX Linear over LibTorch's threads. prepare(begin, end) writes
-// rows [begin, end) of A; multiply(row_begin, row_end, col_block_begin,
-// col_block_end) computes those outputs.
-template <typename Prepare, typename Multiply>
+// Runs one AMX Linear over LibTorch's threads. prepare(row_begin, row_end, a)
+// writes the A tiles of those rows into `a` (a_row_elements per row),
+// multiply(row_begin, row_end, col_block_begin, col_block_end, a) computes
+// their outputs from it.
+template <typename Element, typename Prepare, typename Multiply>
 void ParallelLinear(int64_t m_padded, int64_t col_blocks, int64_t item_rows,
-                    const Prepare& prepare, const Multiply& multiply) {
+                    int64_t a_row_elements, const Prepare& prepare, const Multiply& multiply) {
   const int64_t row_blocks = m_padded / kBlockRows;
+  const at::ScalarType element_type = sizeof(Element) == 1 ? at::kByte : at::kShort;
   if (row_blocks >= at::get_num_threads()) {
     // Each thread owns whole rows: it prepares item_rows of them and multiplies
     // them by every weight panel, with no barrier in between (one parallel
-    // region per call; the weights are shared read-only).
+    // region per call; the weights are shared read-only). Its items go
+    // through one buffer of its own, which stays in its L2: writing all of A
+    // first would stream it through memory and back.
     const int64_t item_blocks = item_rows / kBlockRows;
     at::parallel_for(0, row_blocks, 1, [&](int64_t begin, int64_t end) {
+      const at::Tensor buffer = at::empty({item_rows * a_row_elements}, element_type);
+      auto* a = static_cast<Element*>(buffer.data_ptr());
       for (int64_t block = begin; block < end; block += item_blocks) {
         const int64_t rows_begin = block * kBlockRows;
         const int64_t rows_end = std::min(block + item_blocks, end) * kBlockRows;
-        prepare(rows_begin, rows_end);
-        multiply(rows_begin, rows_end, 0, col_blocks);
+        prepare(rows_begin, rows_end, a);
+        multiply(rows_begin, rows_end, 0, col_blocks, a);
       }
     });
   } else {
     // Few rows (a small batch): prepare them here, split the columns.
-    prepare(0, m_padded);
+    const at::Tensor buffer = at::empty({m_padded * a_row_elements}, element_type);
+    auto* a = static_cast<Element*>(buffer.data_ptr());
+    prepare(0, m_padded, a);
     at::parallel_for(0, col_blocks, 1, [&](int64_t begin, int64_t end) {
-      multiply(0, m_padded, begin, end);
+      multiply(0, m_padded, begin, end, a);
     });
   }
+}
+
+// `gemm` (AmxGemm or AmxBf16x3Gemm) on the rows whose A tiles `a` holds.
+template <typename Args, typename Element>
+void MultiplyRows(void (*gemm)(const Args&, int64_t, int64_t, int64_t, int64_t), const Args& args,
+                  const Element* a, int64_t row_begin, int64_t row_end, int64_t col_begin,
+                  int64_t col_end) {
+  Args rows = args;
+  rows.a = a;
+  gemm(rows, row_begin, row_end, col_begin, col_end);
 }
 
 }  // namespace
@@ -235,33 +253,29 @@ at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
   if (m == 0) return at::empty(out_shape, x.options());
 #if OCLIP_HAVE_AMX_KERNEL
   const FloatOperands operands(bias, epilogue, input_norm);
-  const int64_t m_padded = RoundUp(m, kBlockRows);
-  const at::Tensor a = at::empty({m_padded * weight.padded_in}, at::kByte);
   const at::Tensor row_scales = at::empty({m}, at::kFloat);
   const at::Tensor zero_points = at::empty({m}, at::kInt);
   at::Tensor out = at::empty({m, weight.out_features}, at::kFloat);
   amx_internal::GemmArgs args;
   static_cast<amx_internal::GemmOutput&>(args) =
       OutputOf(weight, operands, epilogue.activation, out, m);
-  args.a = a.data_ptr<uint8_t>();
   args.row_scales = row_scales.data_ptr<float>();
   args.zero_points = zero_points.data_ptr<int32_t>();
   args.b = weight.packed.data_ptr<int8_t>();
   args.column_scales = weight.scales.data_ptr<float>();
   args.column_sums = weight.column_sums.data_ptr<int32_t>();
   const float* x_data = flat.data_ptr<float>();
-  uint8_t* a_data = a.data_ptr<uint8_t>();
   float* scale_data = row_scales.data_ptr<float>();
   int32_t* zero_point_data = zero_points.data_ptr<int32_t>();
-  ParallelLinear(
-      m_padded, weight.padded_out / kBlockCols, amx_internal::kItemRows,
-      [&](int64_t begin, int64_t end) {
+  ParallelLinear<uint8_t>(
+      args.m_padded, weight.padded_out / kBlockCols, amx_internal::kItemRows, weight.padded_in,
+      [&](int64_t begin, int64_t end, uint8_t* a) {
         amx_internal::QuantizeRowsToTiles(x_data, m, weight.in_features, weight.padded_in, begin,
-                                          end, a_data, scale_data, zero_point_data,
-                                          operands.Norm());
+                                          end, a, scale_data, zero_point_data, operands.Norm());
       },
-      [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) {
-        amx_internal::AmxGemm(args, row_begin, row_end, col_begin, col_end);
+      [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
+          const uint8_t* a) {
+        MultiplyRows(&amx_internal::AmxGemm, args, a, row_begin, row_end, col_begin, col_end);
       });
   return out.view(out_shape).to(x.scalar_type());
 #else
@@ -315,28 +329,85 @@ at::Tensor AmxBf16x3Linear(const at::Tensor& x, const Bf16x3PackedWeight& weight
   if (m == 0) return at::empty(out_shape, x.options());
 #if OCLIP_HAVE_AMX_KERNEL
   const FloatOperands operands(bias, epilogue, input_norm);
-  const int64_t m_padded = RoundUp(m, kBlockRows);
-  const at::Tensor a = at::empty({m_padded * weight.padded_in * 2}, at::kShort);
   at::Tensor out = at::empty({m, weight.out_features}, at::kFloat);
   amx_internal::Bf16x3GemmArgs args;
   static_cast<amx_internal::GemmOutput&>(args) =
       OutputOf(weight, operands, epilogue.activation, out, m);
-  args.a = reinterpret_cast<const uint16_t*>(a.data_ptr<int16_t>());
   args.b = reinterpret_cast<const uint16_t*>(weight.packed.data_ptr<int16_t>());
   const float* x_data = flat.data_ptr<float>();
-  auto* a_data = reinterpret_cast<uint16_t*>(a.data_ptr<int16_t>());
-  ParallelLinear(
-      m_padded, weight.padded_out / kBlockCols, amx_internal::kBf16ItemRows,
-      [&](int64_t begin, int64_t end) {
+  ParallelLinear<uint16_t>(
+      args.m_padded, weight.padded_out / kBlockCols, amx_internal::kBf16ItemRows,
+      2 * weight.padded_in,
+      [&](int64_t begin, int64_t end, uint16_t* a) {
         amx_internal::SplitRowsToBf16Tiles(x_data, m, weight.in_features, weight.padded_in,
-                                           begin, end, a_data, operands.Norm());
+                                           begin, end, a, operands.Norm());
       },
-      [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) {
-        amx_internal::AmxBf16x3Gemm(args, row_begin, row_end, col_begin, col_end);
+      [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
+          const uint16_t* a) {
+        MultiplyRows(&amx_internal::AmxBf16x3Gemm, args, a, row_begin, row_end, col_begin,
+                     col_end);
       });
   return out.view(out_shape).to(x.scalar_type());
 #else
   TORCH_CHECK(false, "AmxBf16x3Linear: built without the AMX kernel");
+#endif
+}
+
+Bf16x3PackedWeight PackBf16x3Conv3x3Weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) > 0 && weight.size(1) > 0 &&
+                  weight.size(2) == 3 && weight.size(3) == 3,
+              "PackBf16x3Conv3x3Weight needs a [out, in, 3, 3] weight, got ", weight.sizes());
+  const int64_t channels = weight.size(1);
+  const int64_t channels_padded = RoundUp(channels, amx_internal::kBf16TileK);
+  // [out, in, 3, 3] -> [out, 3, 3, in'] -> [out, 9 in']: k = tap * in' + c.
+  at::Tensor taps = weight.detach().to(at::kCPU, at::kFloat).permute({0, 2, 3, 1});
+  if (channels_padded != channels) {
+    taps = at::constant_pad_nd(taps, {0, channels_padded - channels});
+  }
+  return PackBf16x3Weight(taps.reshape({weight.size(0), 9 * channels_padded}));
+}
+
+at::Tensor AmxBf16x3Conv3x3(const at::Tensor& x, const Bf16x3PackedWeight& weight,
+                            const at::Tensor& bias) {
+  TORCH_CHECK(AmxBf16Available(),
+              "AmxBf16x3Conv3x3 needs a CPU with AMX-BF16 and AVX512-BF16 (and Linux's permission)");
+  TORCH_CHECK(x.dim() == 4 && weight.in_features % 9 == 0 &&
+                  RoundUp(x.size(1), amx_internal::kBf16TileK) * 9 == weight.in_features,
+              "AmxBf16x3Conv3x3: input ", x.sizes(), " does not have the weight's ",
+              weight.in_features / 9, " (padded) channels");
+  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.out_features),
+              "AmxBf16x3Conv3x3: bias ", bias.sizes(), " does not match ", weight.out_features,
+              " outputs");
+  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+  const int64_t m = batch * height * width;
+  // NHWC in memory, as [N, H, W, C].
+  const at::Tensor pixels =
+      x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1});
+  at::Tensor out = at::empty({batch, height, width, weight.out_features}, at::kFloat);
+  if (m == 0) return out.permute({0, 3, 1, 2});
+#if OCLIP_HAVE_AMX_KERNEL
+  const FloatOperands operands(bias, {}, {});
+  at::Tensor rows = out.view({m, weight.out_features});
+  amx_internal::Bf16x3GemmArgs args;
+  static_cast<amx_internal::GemmOutput&>(args) =
+      OutputOf(weight, operands, AmxActivation::kNone, rows, m);
+  args.b = reinterpret_cast<const uint16_t*>(weight.packed.data_ptr<int16_t>());
+  const float* x_data = pixels.data_ptr<float>();
+  ParallelLinear<uint16_t>(
+      args.m_padded, weight.padded_out / kBlockCols, amx_internal::kBf16ItemRows,
+      2 * weight.padded_in,
+      [&](int64_t begin, int64_t end, uint16_t* a) {
+        amx_internal::SplitPatchRowsToBf16Tiles(x_data, batch, height, width, channels, begin,
+                                                end, a);
+      },
+      [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
+          const uint16_t* a) {
+        MultiplyRows(&amx_internal::AmxBf16x3Gemm, args, a, row_begin, row_end, col_begin,
+                     col_end);
+      });
+  return out.permute({0, 3, 1, 2});
+#else
+  TORCH_CHECK(false, "AmxBf16x3Conv3x3: built without the AMX kernel");
 #endif
 }
 

@@ -125,6 +125,18 @@ at::Tensor AmxBf16x3Linear(const at::Tensor& x, const Bf16x3PackedWeight& weight
                            const at::Tensor& bias, const AmxEpilogue& epilogue = {},
                            const AmxInputLayerNorm& input_norm = {});
 
+// A 3x3 convolution with stride 1 and padding 1 as a bf16x3 GEMM over the
+// pixels' 3x3 patches ("implicit GEMM": the patches are gathered while the
+// activations are split, never stored as fp32). PackBf16x3Conv3x3Weight packs
+// a weight [out, C, 3, 3] as the Linear [out, 9 * C'] over those patches (C'
+// = C rounded up to 32, zero-padded); AmxBf16x3Conv3x3 takes x [N, C, H, W]
+// (channels-last in memory avoids a copy) and bias [out] or undefined, and
+// returns [N, out, H, W], channels-last, fp32, within a few 1e-6 of the fp32
+// convolution. Needs AmxBf16Available(); throws c10::Error on shape mismatches.
+Bf16x3PackedWeight PackBf16x3Conv3x3Weight(const at::Tensor& weight);
+at::Tensor AmxBf16x3Conv3x3(const at::Tensor& x, const Bf16x3PackedWeight& weight,
+                            const at::Tensor& bias);
+
 }  // namespace oclip
 
 #endif  // OCLIP_MODEL_AMX_LINEAR_H_

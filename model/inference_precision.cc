@@ -229,6 +229,23 @@ class PointwiseConvKernel : public PackedKernel {
   std::shared_ptr<const PackedKernel> linear_;
 };
 
+// A 3x3 convolution (stride 1, padding 1) as a bf16x3 implicit GEMM
+// (model/amx_linear.h), channels-last in and out.
+class Bf16x3Conv3x3Kernel : public PackedKernel {
+ public:
+  Bf16x3Conv3x3Kernel(const torch::Tensor& weight, const torch::Tensor& bias)
+      : weight_(PackBf16x3Conv3x3Weight(weight)),
+        bias_(bias.defined() ? bias.detach().to(torch::kFloat).contiguous() : torch::Tensor()) {}
+
+  torch::Tensor Run(const torch::Tensor& x) const override {
+    return AmxBf16x3Conv3x3(x, weight_, bias_);
+  }
+
+ private:
+  Bf16x3PackedWeight weight_;
+  torch::Tensor bias_;
+};
+
 // Builds the kernels of one precision; remembers what it built.
 class KernelFactory {
  public:
@@ -333,9 +350,14 @@ class KernelFactory {
     }
     if (amx_bf16x3_ && weight.size(2) == 1 && weight.size(3) == 1 && conv.stride == 1 &&
         conv.padding == 0) {
-      ++pointwise_convolutions_;
+      ++amx_convolutions_;
       return std::make_shared<PointwiseConvKernel>(std::make_shared<AmxBf16x3LinearKernel>(
           weight.reshape({weight.size(0), weight.size(1)}), bias));
+    }
+    if (amx_bf16x3_ && weight.size(2) == 3 && weight.size(3) == 3 && conv.stride == 1 &&
+        conv.padding == 1) {
+      ++amx_convolutions_;
+      return std::make_shared<Bf16x3Conv3x3Kernel>(weight, bias);
     }
     return std::make_shared<ConvKernel>(weight, bias, conv.stride, conv.padding, ConvType());
   }
@@ -360,8 +382,8 @@ class KernelFactory {
     }
     summary.conv_kernel = ConvType() == torch::kBFloat16 ? "conv2d_bf16_channels_last_bn_folded"
                                                          : "conv2d_fp32_channels_last_bn_folded";
-    // The ResNet's 1x1 convolutions, as Linears over the pixels.
-    if (pointwise_convolutions_ > 0) absl::StrAppend(&summary.conv_kernel, "+1x1_amx_bf16x3");
+    // The ResNet's 1x1 and stride-1 3x3 convolutions, as GEMMs over the pixels.
+    if (amx_convolutions_ > 0) absl::StrAppend(&summary.conv_kernel, "+amx_bf16x3_1x1_3x3");
     summary.linears = linears_;
     summary.convolutions = convolutions_;
     summary.folded_batch_norms = folded_;
@@ -385,7 +407,7 @@ class KernelFactory {
   bool amx_bf16x3_ = false;  // fp32 Linears as bf16x3 on model/amx_linear.h's AMX kernel
   int64_t linears_ = 0;
   int64_t convolutions_ = 0;
-  int64_t pointwise_convolutions_ = 0;
+  int64_t amx_convolutions_ = 0;  // ran as bf16x3 GEMMs
   int64_t folded_ = 0;
 };
 

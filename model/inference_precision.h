@@ -16,8 +16,9 @@
 //         matmul precision "high"), a few 1e-6 from fp32 GEMMs and 2x their
 //         speed, with the transformers' LayerNorm, GELU and residual adds fused
 //         into them. OCLIP_FP32_MATMUL_PRECISION=highest keeps LibTorch's fp32
-//         GEMMs instead (as it does on other CPUs). The ResNet's 1x1
-//         convolutions are such Linears over the pixels there too.
+//         GEMMs instead (as it does on other CPUs). The ResNet's 1x1 and
+//         stride-1 3x3 convolutions run as such GEMMs over the pixels (and
+//         their 3x3 patches) there too.
 //   bf16  every Linear, the attention's packed in_proj and every convolution in
 //         bfloat16 (oneDNN; AMX where the CPU has it), fp32 in between
 //         (LayerNorm, softmax, residuals): feature cosine >= 0.999 to fp32.

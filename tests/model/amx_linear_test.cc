@@ -612,5 +612,43 @@ TEST(Bf16x3GemmTest, KeepsShapesAndDtypeSameOnOneAndTwoThreadsAndChecksArguments
                c10::Error);
 }
 
+TEST(Bf16x3GemmTest, Conv3x3WithinAFewMillionthsOfTheConvolutionInDouble) {
+  if (!AmxBf16Available()) GTEST_SKIP() << kNoAmxBf16;
+  torch::manual_seed(15);
+  struct ConvShape {
+    int64_t batch, channels, height, width, out;
+  };
+  // Channels a multiple of 32 and not (padded per tap), one-pixel images
+  // (every neighbour outside), rows off the 32-row blocks.
+  for (const ConvShape& c : std::vector<ConvShape>{
+           {2, 32, 5, 7, 40}, {1, 8, 3, 3, 16}, {3, 70, 6, 6, 33}, {1, 64, 1, 1, 8}, {2, 16, 9, 4, 64}}) {
+    const torch::Tensor weight =
+        torch::randn({c.out, c.channels, 3, 3}) * (1.0 / std::sqrt(9.0 * c.channels));
+    const Bf16x3PackedWeight packed = PackBf16x3Conv3x3Weight(weight);
+    EXPECT_EQ(packed.in_features, 9 * ((c.channels + 31) / 32 * 32));
+    for (const bool with_bias : {false, true}) {
+      for (const bool channels_last : {false, true}) {
+        const torch::Tensor bias = with_bias ? torch::randn({c.out}) : torch::Tensor();
+        torch::Tensor x = torch::randn({c.batch, c.channels, c.height, c.width}) * 2.0;
+        if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+        const torch::Tensor y = AmxBf16x3Conv3x3(x, packed, bias);
+        const torch::Tensor expected =
+            torch::conv2d(x.to(torch::kDouble), weight.to(torch::kDouble),
+                          with_bias ? bias.to(torch::kDouble) : torch::Tensor(), 1, 1);
+        ASSERT_EQ(y.sizes(), expected.sizes());
+        EXPECT_TRUE(y.is_contiguous(at::MemoryFormat::ChannelsLast));
+        EXPECT_LE(RelativeMaxError(y, expected), 2e-5)
+            << c.batch << "x" << c.channels << "x" << c.height << "x" << c.width << " -> " << c.out
+            << " bias " << with_bias << " channels_last " << channels_last;
+      }
+    }
+  }
+  const Bf16x3PackedWeight packed = PackBf16x3Conv3x3Weight(torch::randn({8, 32, 3, 3}));
+  EXPECT_THROW(AmxBf16x3Conv3x3(torch::randn({1, 33, 4, 4}), packed, torch::Tensor()), c10::Error);
+  EXPECT_THROW(AmxBf16x3Conv3x3(torch::randn({1, 32, 4, 4}), packed, torch::randn({7})),
+               c10::Error);
+  EXPECT_THROW(PackBf16x3Conv3x3Weight(torch::randn({8, 32, 1, 1})), c10::Error);
+}
+
 }  // namespace
 }  // namespace oclip::testing

@@ -88,8 +88,8 @@ TEST_P(PrecisionParityTest, Fp32WithinParityTolerance) {
     EXPECT_GT(kernels.convolutions, 0);  // The patch embedding or the ResNet's.
     const bool bf16x3 = std::string(matmul_precision) == "high" && AmxBf16Available();
     EXPECT_EQ(kernels.linear_kernel, bf16x3 ? "amx_bf16x3_fp32" : "aten_linear_fp32");
-    // The ResNet's 1x1 convolutions run as bf16x3 Linears over the pixels.
-    EXPECT_EQ(absl::EndsWith(kernels.conv_kernel, "+1x1_amx_bf16x3"),
+    // The ResNet's 1x1 and 3x3 convolutions run as bf16x3 GEMMs over the pixels.
+    EXPECT_EQ(absl::EndsWith(kernels.conv_kernel, "+amx_bf16x3_1x1_3x3"),
               bf16x3 && name == "tiny-rn")
         << kernels.conv_kernel;
     const Features features = Encode(*model, name);
