@@ -151,7 +151,8 @@ inline void WriteBlock(const Args& g, int64_t m0, int64_t n0, Value value) {
     const int64_t n = n0 + j * kTileRows;
     if (n >= g.n) break;
     masks[j] = FirstLanes(g.n - n);
-    biases[j] = g.bias != nullptr ? _mm512_maskz_loadu_ps(masks[j], g.bias + n) : _mm512_setzero_ps();
+    biases[j] =
+        g.bias != nullptr ? _mm512_maskz_loadu_ps(masks[j], g.bias + n) : _mm512_setzero_ps();
     ++column_tiles;
   }
   for (int64_t i = 0; i < 2; ++i) {
@@ -289,9 +290,9 @@ inline void MultiplyBf16Block() {
 // accumulate(m0, n0) runs the block's k loop into them, and they are stored to
 // acc for epilogue(g, m0, n0, acc). Loads and releases the tile configuration.
 template <typename Args, typename Accumulator, typename Accumulate, typename Epilogue>
-void ForEachOutputBlock(const Args& g, int64_t row_begin, int64_t row_end,
-                        int64_t col_block_begin, int64_t col_block_end, int64_t item_rows,
-                        Accumulate accumulate, Epilogue epilogue) {
+void ForEachOutputBlock(const Args& g, int64_t row_begin, int64_t row_end, int64_t col_block_begin,
+                        int64_t col_block_end, int64_t item_rows, Accumulate accumulate,
+                        Epilogue epilogue) {
   if (row_begin >= row_end || col_block_begin >= col_block_end) return;
   LoadTileConfig();
   alignas(64) Accumulator acc[4][256];
@@ -320,9 +321,7 @@ void ForEachOutputBlock(const Args& g, int64_t row_begin, int64_t row_end,
 
 void VectorExp(const float* x, float* y, int64_t count) { ForEachVector(x, y, count, Exp); }
 
-void VectorSigmoid(const float* x, float* y, int64_t count) {
-  ForEachVector(x, y, count, Sigmoid);
-}
+void VectorSigmoid(const float* x, float* y, int64_t count) { ForEachVector(x, y, count, Sigmoid); }
 
 void VectorErf(const float* x, float* y, int64_t count) { ForEachVector(x, y, count, Erf); }
 
@@ -368,8 +367,8 @@ void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padd
       q = _mm512_max_epi32(q, zero_i);
       // Unsigned saturation clamps at 255; lanes past k become 0.
       const __m128i bytes = _mm512_maskz_cvtusepi32_epi8(mask, q);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(tile_row + (j / kTileK) * kTileBytes + j % kTileK),
-                       bytes);
+      _mm_storeu_si128(
+          reinterpret_cast<__m128i*>(tile_row + (j / kTileK) * kTileBytes + j % kTileK), bytes);
     }
   }
 }
@@ -440,8 +439,7 @@ void SplitRowsToBf16Tiles(const float* x, int64_t rows, int64_t k, int64_t k_pad
 }
 
 void SplitPatchRowsToBf16Tiles(const float* x, int64_t batch, int64_t height, int64_t width,
-                               int64_t channels, int64_t row_begin, int64_t row_end,
-                               uint16_t* a) {
+                               int64_t channels, int64_t row_begin, int64_t row_end, uint16_t* a) {
   const int64_t channels_padded = (channels + kBf16TileK - 1) / kBf16TileK * kBf16TileK;
   const int64_t k_tiles = 9 * channels_padded / kBf16TileK;
   const int64_t tile_elements = kTileBytes / 2;
@@ -457,13 +455,14 @@ void SplitPatchRowsToBf16Tiles(const float* x, int64_t batch, int64_t height, in
     for (int64_t tap = 0; tap < 9; ++tap) {
       const int64_t source_y = y + tap / 3 - 1;
       const int64_t source_x = x_position + tap % 3 - 1;
-      const bool inside = m < rows && source_y >= 0 && source_y < height && source_x >= 0 &&
-                          source_x < width;
+      const bool inside =
+          m < rows && source_y >= 0 && source_y < height && source_x >= 0 && source_x < width;
       const float* pixel =
           inside ? x + ((image * height + source_y) * width + source_x) * channels : nullptr;
       for (int64_t c = 0; c < channels_padded; c += kBf16TileK) {
         const int64_t tile = (tap * channels_padded + c) / kBf16TileK;
-        const __m512 v0 = inside ? _mm512_maskz_loadu_ps(FirstLanes(channels - c), pixel + c) : zero;
+        const __m512 v0 =
+            inside ? _mm512_maskz_loadu_ps(FirstLanes(channels - c), pixel + c) : zero;
         const __m512 v1 =
             inside ? _mm512_maskz_loadu_ps(FirstLanes(channels - c - 16), pixel + c + 16) : zero;
         SplitToBf16(v0, v1, hi_row + tile * tile_elements, lo_row + tile * tile_elements);

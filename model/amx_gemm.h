@@ -42,9 +42,9 @@ namespace oclip::amx_internal {
 inline constexpr int64_t kTileRows = 16;
 inline constexpr int64_t kTileK = 64;
 inline constexpr int64_t kTileBytes = 1024;
-inline constexpr int64_t kBlockRows = 32;   // 2 A tiles
-inline constexpr int64_t kBlockCols = 32;   // 2 B tiles
-inline constexpr int64_t kItemRows = 256;   // kBlockRows multiple
+inline constexpr int64_t kBlockRows = 32;  // 2 A tiles
+inline constexpr int64_t kBlockCols = 32;  // 2 B tiles
+inline constexpr int64_t kItemRows = 256;  // kBlockRows multiple
 
 // The smallest activation scale: a row whose range is below 255 * kMinScale
 // (all zeros, say) is quantized with kMinScale.
@@ -84,24 +84,24 @@ void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padd
 //   kQuickGelu  v sigmoid(1.702 v)              (OpenAI CLIP's QuickGELU)
 enum class EpilogueActivation : int32_t { kNone = 0, kGelu = 1, kQuickGelu = 2 };
 
-// What either GEMM writes, and where: out[m, n] for m < m, n < n.
+// What either GEMM writes, and where: out[i, j] for i < m, j < n.
 struct GemmOutput {
-  const float* bias = nullptr;      // [n] or null
-  float* out = nullptr;             // [m, n] row-major
+  const float* bias = nullptr;  // [n] or null
+  float* out = nullptr;         // [m, n] row-major
   EpilogueActivation activation = EpilogueActivation::kNone;
   const float* residual = nullptr;  // [m, n] row-major, added last; or null
   int64_t m = 0, n = 0, k_padded = 0;
-  int64_t m_padded = 0;             // multiple of kBlockRows
-  int64_t n_padded = 0;             // multiple of kBlockCols
+  int64_t m_padded = 0;  // multiple of kBlockRows
+  int64_t n_padded = 0;  // multiple of kBlockCols
 };
 
 struct GemmArgs : GemmOutput {
-  const uint8_t* a = nullptr;             // the rows' [rows / 16][k_tiles] tiles
-  const float* row_scales = nullptr;      // [m]
-  const int32_t* zero_points = nullptr;   // [m]
-  const int8_t* b = nullptr;              // [n_padded / 16][k_tiles] tiles
-  const float* column_scales = nullptr;   // [n_padded]
-  const int32_t* column_sums = nullptr;   // [n_padded]: sum over k of b's column
+  const uint8_t* a = nullptr;            // the rows' [rows / 16][k_tiles] tiles
+  const float* row_scales = nullptr;     // [m]
+  const int32_t* zero_points = nullptr;  // [m]
+  const int8_t* b = nullptr;             // [n_padded / 16][k_tiles] tiles
+  const float* column_scales = nullptr;  // [n_padded]
+  const int32_t* column_sums = nullptr;  // [n_padded]: sum over k of b's column
 };
 
 // Computes the output rows [row_begin, row_end) (multiples of kBlockRows, up to
@@ -138,8 +138,7 @@ void SplitRowsToBf16Tiles(const float* x, int64_t rows, int64_t k, int64_t k_pad
 // [row_begin, row_end) into A as SplitRowsToBf16Tiles does
 // (k_padded = 9 * channels_padded).
 void SplitPatchRowsToBf16Tiles(const float* x, int64_t batch, int64_t height, int64_t width,
-                               int64_t channels, int64_t row_begin, int64_t row_end,
-                               uint16_t* a);
+                               int64_t channels, int64_t row_begin, int64_t row_end, uint16_t* a);
 
 struct Bf16x3GemmArgs : GemmOutput {
   const uint16_t* a = nullptr;  // the rows' [rows / 16][2 * k_tiles] tiles

@@ -82,12 +82,13 @@ std::vector<int64_t> CheckLinearArguments(const char* name, const at::Tensor& x,
                                           const AmxInputLayerNorm& input_norm) {
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == in_features, name, ": input ", x.sizes(),
               " does not end in the weight's ", in_features, " inputs");
-  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out_features), name,
-              ": bias ", bias.sizes(), " does not match ", out_features, " outputs");
-  TORCH_CHECK(!input_norm.weight.defined() ||
-                  (input_norm.weight.dim() == 1 && input_norm.weight.size(0) == in_features &&
-                   input_norm.bias.defined() && input_norm.bias.sizes() == input_norm.weight.sizes()),
-              name, ": the LayerNorm's weight and bias must both be [", in_features, "]");
+  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out_features), name, ": bias ",
+              bias.sizes(), " does not match ", out_features, " outputs");
+  TORCH_CHECK(
+      !input_norm.weight.defined() ||
+          (input_norm.weight.dim() == 1 && input_norm.weight.size(0) == in_features &&
+           input_norm.bias.defined() && input_norm.bias.sizes() == input_norm.weight.sizes()),
+      name, ": the LayerNorm's weight and bias must both be [", in_features, "]");
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = out_features;
   TORCH_CHECK(!epilogue.residual.defined() || epilogue.residual.sizes() == out_shape, name,
@@ -144,8 +145,8 @@ amx_internal::GemmOutput OutputOf(const PackedWeight& weight, const FloatOperand
 // multiply(row_begin, row_end, col_block_begin, col_block_end, a) computes
 // their outputs from it.
 template <typename Element, typename Prepare, typename Multiply>
-void ParallelLinear(int64_t m_padded, int64_t col_blocks, int64_t item_rows,
-                    int64_t a_row_elements, const Prepare& prepare, const Multiply& multiply) {
+void ParallelLinear(int64_t m_padded, int64_t col_blocks, int64_t item_rows, int64_t a_row_elements,
+                    const Prepare& prepare, const Multiply& multiply) {
   const int64_t row_blocks = m_padded / kBlockRows;
   const at::ScalarType element_type = sizeof(Element) == 1 ? at::kByte : at::kShort;
   if (row_blocks >= at::get_num_threads()) {
@@ -170,9 +171,8 @@ void ParallelLinear(int64_t m_padded, int64_t col_blocks, int64_t item_rows,
     const at::Tensor buffer = at::empty({m_padded * a_row_elements}, element_type);
     auto* a = static_cast<Element*>(buffer.data_ptr());
     prepare(0, m_padded, a);
-    at::parallel_for(0, col_blocks, 1, [&](int64_t begin, int64_t end) {
-      multiply(0, m_padded, begin, end, a);
-    });
+    at::parallel_for(0, col_blocks, 1,
+                     [&](int64_t begin, int64_t end) { multiply(0, m_padded, begin, end, a); });
   }
 }
 
@@ -244,10 +244,10 @@ Int8PackedWeight PackInt8Weight(const at::Tensor& weight) {
 at::Tensor AmxInt8Linear(const at::Tensor& x, const Int8PackedWeight& weight,
                          const at::Tensor& bias, const AmxEpilogue& epilogue,
                          const AmxInputLayerNorm& input_norm) {
-  TORCH_CHECK(AmxInt8Available(), "AmxInt8Linear needs a CPU with AMX-INT8 (and Linux's permission)");
-  const std::vector<int64_t> out_shape =
-      CheckLinearArguments("AmxInt8Linear", x, weight.in_features, weight.out_features, bias,
-                           epilogue, input_norm);
+  TORCH_CHECK(AmxInt8Available(),
+              "AmxInt8Linear needs a CPU with AMX-INT8 (and Linux's permission)");
+  const std::vector<int64_t> out_shape = CheckLinearArguments(
+      "AmxInt8Linear", x, weight.in_features, weight.out_features, bias, epilogue, input_norm);
   const at::Tensor flat = x.reshape({-1, weight.in_features}).to(at::kFloat).contiguous();
   const int64_t m = flat.size(0);
   if (m == 0) return at::empty(out_shape, x.options());
@@ -321,9 +321,8 @@ at::Tensor AmxBf16x3Linear(const at::Tensor& x, const Bf16x3PackedWeight& weight
                            const AmxInputLayerNorm& input_norm) {
   TORCH_CHECK(AmxBf16Available(),
               "AmxBf16x3Linear needs a CPU with AMX-BF16 and AVX512-BF16 (and Linux's permission)");
-  const std::vector<int64_t> out_shape =
-      CheckLinearArguments("AmxBf16x3Linear", x, weight.in_features, weight.out_features, bias,
-                           epilogue, input_norm);
+  const std::vector<int64_t> out_shape = CheckLinearArguments(
+      "AmxBf16x3Linear", x, weight.in_features, weight.out_features, bias, epilogue, input_norm);
   const at::Tensor flat = x.reshape({-1, weight.in_features}).to(at::kFloat).contiguous();
   const int64_t m = flat.size(0);
   if (m == 0) return at::empty(out_shape, x.options());
@@ -339,13 +338,12 @@ at::Tensor AmxBf16x3Linear(const at::Tensor& x, const Bf16x3PackedWeight& weight
       args.m_padded, weight.padded_out / kBlockCols, amx_internal::kBf16ItemRows,
       2 * weight.padded_in,
       [&](int64_t begin, int64_t end, uint16_t* a) {
-        amx_internal::SplitRowsToBf16Tiles(x_data, m, weight.in_features, weight.padded_in,
-                                           begin, end, a, operands.Norm());
+        amx_internal::SplitRowsToBf16Tiles(x_data, m, weight.in_features, weight.padded_in, begin,
+                                           end, a, operands.Norm());
       },
       [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
           const uint16_t* a) {
-        MultiplyRows(&amx_internal::AmxBf16x3Gemm, args, a, row_begin, row_end, col_begin,
-                     col_end);
+        MultiplyRows(&amx_internal::AmxBf16x3Gemm, args, a, row_begin, row_end, col_begin, col_end);
       });
   return out.view(out_shape).to(x.scalar_type());
 #else
@@ -369,8 +367,9 @@ Bf16x3PackedWeight PackBf16x3Conv3x3Weight(const at::Tensor& weight) {
 
 at::Tensor AmxBf16x3Conv3x3(const at::Tensor& x, const Bf16x3PackedWeight& weight,
                             const at::Tensor& bias) {
-  TORCH_CHECK(AmxBf16Available(),
-              "AmxBf16x3Conv3x3 needs a CPU with AMX-BF16 and AVX512-BF16 (and Linux's permission)");
+  TORCH_CHECK(
+      AmxBf16Available(),
+      "AmxBf16x3Conv3x3 needs a CPU with AMX-BF16 and AVX512-BF16 (and Linux's permission)");
   TORCH_CHECK(x.dim() == 4 && weight.in_features % 9 == 0 &&
                   RoundUp(x.size(1), amx_internal::kBf16TileK) * 9 == weight.in_features,
               "AmxBf16x3Conv3x3: input ", x.sizes(), " does not have the weight's ",
@@ -397,13 +396,12 @@ at::Tensor AmxBf16x3Conv3x3(const at::Tensor& x, const Bf16x3PackedWeight& weigh
       args.m_padded, weight.padded_out / kBlockCols, amx_internal::kBf16ItemRows,
       2 * weight.padded_in,
       [&](int64_t begin, int64_t end, uint16_t* a) {
-        amx_internal::SplitPatchRowsToBf16Tiles(x_data, batch, height, width, channels, begin,
-                                                end, a);
+        amx_internal::SplitPatchRowsToBf16Tiles(x_data, batch, height, width, channels, begin, end,
+                                                a);
       },
       [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
           const uint16_t* a) {
-        MultiplyRows(&amx_internal::AmxBf16x3Gemm, args, a, row_begin, row_end, col_begin,
-                     col_end);
+        MultiplyRows(&amx_internal::AmxBf16x3Gemm, args, a, row_begin, row_end, col_begin, col_end);
       });
   return out.permute({0, 3, 1, 2});
 #else

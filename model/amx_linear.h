@@ -57,13 +57,13 @@ bool AmxBf16Available();
 // A weight [N, K] quantized and packed once (model/amx_gemm.h gives the
 // byte layout). Immutable; shared by concurrent calls.
 struct Int8PackedWeight {
-  int64_t out_features = 0;   // N
-  int64_t in_features = 0;    // K
-  int64_t padded_out = 0;     // N rounded up to 32
-  int64_t padded_in = 0;      // K rounded up to 64
-  at::Tensor packed;       // int8 [padded_out * padded_in], VNNI B tiles
-  at::Tensor scales;       // float [padded_out]; 1 in the padding
-  at::Tensor column_sums;  // int32 [padded_out]: sum over k of q[n, k]
+  int64_t out_features = 0;  // N
+  int64_t in_features = 0;   // K
+  int64_t padded_out = 0;    // N rounded up to 32
+  int64_t padded_in = 0;     // K rounded up to 64
+  at::Tensor packed;         // int8 [padded_out * padded_in], VNNI B tiles
+  at::Tensor scales;         // float [padded_out]; 1 in the padding
+  at::Tensor column_sums;    // int32 [padded_out]: sum over k of q[n, k]
 };
 
 // Quantizes and packs `weight` (any float dtype, [N, K], N and K > 0). Runs

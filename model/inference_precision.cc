@@ -87,7 +87,9 @@ class AmxLinearKernel : public PackedKernel {
       : weight_(kPack(weight)),
         bias_(bias.defined() ? bias.detach().to(torch::kFloat).contiguous() : torch::Tensor()) {}
 
-  torch::Tensor Run(const torch::Tensor& x) const override { return kLinear(x, weight_, bias_, {}, {}); }
+  torch::Tensor Run(const torch::Tensor& x) const override {
+    return kLinear(x, weight_, bias_, {}, {});
+  }
 
   // The transformers' GELU / QuickGELU and residual adds are applied while the
   // kernel writes its fp32 output, their LayerNorms while it reads its input;

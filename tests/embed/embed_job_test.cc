@@ -272,7 +272,8 @@ std::vector<std::string> VerifyOutput(const std::string& out, int partitions,
                                            std::pair(&text_rows, &text_expected->values)}) {
       for (size_t i = 0; i < actual->size(); ++i) {
         const float e = (*expected)[i];
-        EXPECT_LE(std::abs((*actual)[i] - e), std::abs(e) * 0x1.0p-11 + 0x1.0p-25 + kSameModelTolerance)
+        EXPECT_LE(std::abs((*actual)[i] - e),
+                  std::abs(e) * 0x1.0p-11 + 0x1.0p-25 + kSameModelTolerance)
             << i;
       }
     }

@@ -529,7 +529,8 @@ TEST(Bf16x3GemmTest, WithinAFewMillionthsOfTheLinearInDouble) {
   for (const Shape& s : shapes) {
     for (const bool with_bias : {false, true}) {
       // Rows of very different magnitudes: each value's split is its own.
-      const torch::Tensor x = torch::randn({s.m, s.k}) * torch::pow(10.0, torch::randint(-3, 4, {s.m, 1}));
+      const torch::Tensor x =
+          torch::randn({s.m, s.k}) * torch::pow(10.0, torch::randint(-3, 4, {s.m, 1}));
       const torch::Tensor weight = torch::randn({s.n, s.k}) * (1.0 / std::sqrt(s.k));
       const torch::Tensor bias = with_bias ? torch::randn({s.n}) : torch::Tensor();
       const torch::Tensor actual = AmxBf16x3Linear(x, PackBf16x3Weight(weight), bias);
@@ -620,8 +621,9 @@ TEST(Bf16x3GemmTest, Conv3x3WithinAFewMillionthsOfTheConvolutionInDouble) {
   };
   // Channels a multiple of 32 and not (padded per tap), one-pixel images
   // (every neighbour outside), rows off the 32-row blocks.
-  for (const ConvShape& c : std::vector<ConvShape>{
-           {2, 32, 5, 7, 40}, {1, 8, 3, 3, 16}, {3, 70, 6, 6, 33}, {1, 64, 1, 1, 8}, {2, 16, 9, 4, 64}}) {
+  const std::vector<ConvShape> shapes = {
+      {2, 32, 5, 7, 40}, {1, 8, 3, 3, 16}, {3, 70, 6, 6, 33}, {1, 64, 1, 1, 8}, {2, 16, 9, 4, 64}};
+  for (const ConvShape& c : shapes) {
     const torch::Tensor weight =
         torch::randn({c.out, c.channels, 3, 3}) * (1.0 / std::sqrt(9.0 * c.channels));
     const Bf16x3PackedWeight packed = PackBf16x3Conv3x3Weight(weight);

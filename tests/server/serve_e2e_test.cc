@@ -714,7 +714,8 @@ TEST_F(ServeTest, SigtermDuringLoadLosesNoAcceptedCall) {
         grpc::Status status = stub->EncodeImage(Context().get(), request, &response);
         call.end = absl::Now();
         call.code = status.error_code();
-        call.correct = status.ok() && RelativeError(Flatten(response), expected) < kSameModelTolerance;
+        call.correct =
+            status.ok() && RelativeError(Flatten(response), expected) < kSameModelTolerance;
         calls[c].push_back(call);
         if (!status.ok()) return;  // Refused: the server is going away.
         if (++completed >= 2 * kClients && !enough_load.HasBeenNotified()) enough_load.Notify();
