@@ -18,7 +18,9 @@
 //         into them. OCLIP_FP32_MATMUL_PRECISION=highest keeps LibTorch's fp32
 //         GEMMs instead (as it does on other CPUs). The ResNet's 1x1 and
 //         stride-1 3x3 convolutions run as such GEMMs over the pixels (and
-//         their 3x3 patches) there too.
+//         their 3x3 patches) there too. The split copies take as much memory
+//         as the fp32 weights they come from, which the model keeps (as bf16
+//         and int8 keep theirs): "highest" prepares no copy.
 //   bf16  every Linear, the attention's packed in_proj and every convolution in
 //         bfloat16 (oneDNN; AMX where the CPU has it), fp32 in between
 //         (LayerNorm, softmax, residuals): feature cosine >= 0.999 to fp32.
