@@ -328,6 +328,7 @@ class KernelFactory {
 
   std::shared_ptr<const PackedKernel> PatchEmbedding(const Conv2dImpl& conv) {
     ++convolutions_;
+    ++patch_embeddings_;
     --linears_;  // Counted as a convolution.
     const torch::Tensor weight = conv.weight.detach().reshape({conv.weight.size(0), -1});
     return std::make_shared<PatchLinearKernel>(Linear(weight, conv.bias),
@@ -382,10 +383,16 @@ class KernelFactory {
                                      "_dynamic_int8_per_channel");
         break;
     }
-    summary.conv_kernel = ConvType() == torch::kBFloat16 ? "conv2d_bf16_channels_last_bn_folded"
-                                                         : "conv2d_fp32_channels_last_bn_folded";
-    // The ResNet's 1x1 and stride-1 3x3 convolutions, as GEMMs over the pixels.
-    if (amx_convolutions_ > 0) absl::StrAppend(&summary.conv_kernel, "+amx_bf16x3_1x1_3x3");
+    if (convolutions_ > patch_embeddings_) {
+      summary.conv_kernel = ConvType() == torch::kBFloat16
+                                ? "conv2d_bf16_channels_last_bn_folded"
+                                : "conv2d_fp32_channels_last_bn_folded";
+      // The ResNet's 1x1 and stride-1 3x3 convolutions, as GEMMs over the pixels.
+      if (amx_convolutions_ > 0) absl::StrAppend(&summary.conv_kernel, "+amx_bf16x3_1x1_3x3");
+    } else if (patch_embeddings_ > 0) {
+      // A ViT's only convolution runs on the Linear kernel.
+      summary.conv_kernel = absl::StrCat("patch_embedding_as_", summary.linear_kernel);
+    }
     summary.linears = linears_;
     summary.convolutions = convolutions_;
     summary.folded_batch_norms = folded_;
@@ -410,6 +417,7 @@ class KernelFactory {
   int64_t linears_ = 0;
   int64_t convolutions_ = 0;
   int64_t amx_convolutions_ = 0;  // ran as bf16x3 GEMMs
+  int64_t patch_embeddings_ = 0;  // ran on the Linear kernel
   int64_t folded_ = 0;
 };
 

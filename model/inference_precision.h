@@ -70,7 +70,8 @@ torch::ScalarType CudaWeightType(InferencePrecision precision);
 struct PreparedKernels {
   InferencePrecision precision = InferencePrecision::kFp32;
   std::string linear_kernel;  // e.g. "aten_linear_fp32", "amx_int8_per_row_dynamic"
-  std::string conv_kernel;    // e.g. "conv2d_fp32_channels_last_bn_folded"
+  std::string conv_kernel;    // e.g. "conv2d_fp32_channels_last_bn_folded",
+                              // "patch_embedding_as_amx_int8_per_row_dynamic"
   int64_t linears = 0;        // Linear layers and packed in_proj given a kernel
   int64_t convolutions = 0;   // convolutions given a kernel (patch embedding included)
   int64_t folded_batch_norms = 0;
