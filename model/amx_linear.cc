@@ -186,6 +186,23 @@ void MultiplyRows(void (*gemm)(const Args&, int64_t, int64_t, int64_t, int64_t),
   gemm(rows, row_begin, row_end, col_begin, col_end);
 }
 
+// The bf16x3 GEMM into `out` [m, weight's outputs] (row-major fp32), over
+// LibTorch's threads; split(row_begin, row_end, a) writes those rows' A tiles.
+template <typename Split>
+void RunBf16x3(const Bf16x3PackedWeight& weight, const FloatOperands& operands,
+               AmxActivation activation, at::Tensor& out, int64_t m, const Split& split) {
+  amx_internal::Bf16x3GemmArgs args;
+  static_cast<amx_internal::GemmOutput&>(args) = OutputOf(weight, operands, activation, out, m);
+  args.b = reinterpret_cast<const uint16_t*>(weight.packed.data_ptr<int16_t>());
+  ParallelLinear<uint16_t>(args.m_padded, weight.padded_out / kBlockCols,
+                           amx_internal::kBf16ItemRows, 2 * weight.padded_in, split,
+                           [&](int64_t row_begin, int64_t row_end, int64_t col_begin,
+                               int64_t col_end, const uint16_t* a) {
+                             MultiplyRows(&amx_internal::AmxBf16x3Gemm, args, a, row_begin, row_end,
+                                          col_begin, col_end);
+                           });
+}
+
 }  // namespace
 
 bool AmxInt8Available() {
@@ -329,22 +346,12 @@ at::Tensor AmxBf16x3Linear(const at::Tensor& x, const Bf16x3PackedWeight& weight
 #if OCLIP_HAVE_AMX_KERNEL
   const FloatOperands operands(bias, epilogue, input_norm);
   at::Tensor out = at::empty({m, weight.out_features}, at::kFloat);
-  amx_internal::Bf16x3GemmArgs args;
-  static_cast<amx_internal::GemmOutput&>(args) =
-      OutputOf(weight, operands, epilogue.activation, out, m);
-  args.b = reinterpret_cast<const uint16_t*>(weight.packed.data_ptr<int16_t>());
   const float* x_data = flat.data_ptr<float>();
-  ParallelLinear<uint16_t>(
-      args.m_padded, weight.padded_out / kBlockCols, amx_internal::kBf16ItemRows,
-      2 * weight.padded_in,
-      [&](int64_t begin, int64_t end, uint16_t* a) {
-        amx_internal::SplitRowsToBf16Tiles(x_data, m, weight.in_features, weight.padded_in, begin,
-                                           end, a, operands.Norm());
-      },
-      [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
-          const uint16_t* a) {
-        MultiplyRows(&amx_internal::AmxBf16x3Gemm, args, a, row_begin, row_end, col_begin, col_end);
-      });
+  RunBf16x3(weight, operands, epilogue.activation, out, m,
+            [&](int64_t begin, int64_t end, uint16_t* a) {
+              amx_internal::SplitRowsToBf16Tiles(x_data, m, weight.in_features, weight.padded_in,
+                                                 begin, end, a, operands.Norm());
+            });
   return out.view(out_shape).to(x.scalar_type());
 #else
   TORCH_CHECK(false, "AmxBf16x3Linear: built without the AMX kernel");
@@ -370,10 +377,10 @@ at::Tensor AmxBf16x3Conv3x3(const at::Tensor& x, const Bf16x3PackedWeight& weigh
   TORCH_CHECK(
       AmxBf16Available(),
       "AmxBf16x3Conv3x3 needs a CPU with AMX-BF16 and AVX512-BF16 (and Linux's permission)");
-  TORCH_CHECK(x.dim() == 4 && weight.in_features % 9 == 0 &&
-                  RoundUp(x.size(1), amx_internal::kBf16TileK) * 9 == weight.in_features,
-              "AmxBf16x3Conv3x3: input ", x.sizes(), " does not have the weight's ",
-              weight.in_features / 9, " (padded) channels");
+  TORCH_CHECK(
+      x.dim() == 4 && RoundUp(x.size(1), amx_internal::kBf16TileK) * 9 == weight.in_features,
+      "AmxBf16x3Conv3x3: input ", x.sizes(), " does not have the weight's ", weight.in_features / 9,
+      " (padded) channels");
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.out_features),
               "AmxBf16x3Conv3x3: bias ", bias.sizes(), " does not match ", weight.out_features,
               " outputs");
@@ -387,22 +394,12 @@ at::Tensor AmxBf16x3Conv3x3(const at::Tensor& x, const Bf16x3PackedWeight& weigh
 #if OCLIP_HAVE_AMX_KERNEL
   const FloatOperands operands(bias, {}, {});
   at::Tensor rows = out.view({m, weight.out_features});
-  amx_internal::Bf16x3GemmArgs args;
-  static_cast<amx_internal::GemmOutput&>(args) =
-      OutputOf(weight, operands, AmxActivation::kNone, rows, m);
-  args.b = reinterpret_cast<const uint16_t*>(weight.packed.data_ptr<int16_t>());
   const float* x_data = pixels.data_ptr<float>();
-  ParallelLinear<uint16_t>(
-      args.m_padded, weight.padded_out / kBlockCols, amx_internal::kBf16ItemRows,
-      2 * weight.padded_in,
-      [&](int64_t begin, int64_t end, uint16_t* a) {
-        amx_internal::SplitPatchRowsToBf16Tiles(x_data, batch, height, width, channels, begin, end,
-                                                a);
-      },
-      [&](int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
-          const uint16_t* a) {
-        MultiplyRows(&amx_internal::AmxBf16x3Gemm, args, a, row_begin, row_end, col_begin, col_end);
-      });
+  RunBf16x3(weight, operands, AmxActivation::kNone, rows, m,
+            [&](int64_t begin, int64_t end, uint16_t* a) {
+              amx_internal::SplitPatchRowsToBf16Tiles(x_data, batch, height, width, channels, begin,
+                                                      end, a);
+            });
   return out.permute({0, 3, 1, 2});
 #else
   TORCH_CHECK(false, "AmxBf16x3Conv3x3: built without the AMX kernel");
