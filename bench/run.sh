@@ -43,6 +43,19 @@ trap 'kill "${server_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# commit: $(git rev-parse --short HEAD) date: $(date -u +%F)"
+# Debian's OpenBLAS 0.3.21 picks its kernels by CPU model; on a model newer
+# than it knows (Emerald Rapids, model 207, for one) it falls back to its SSE3
+# "Prescott" kernels, ~4x slower, and Python's fp32 reference with it. Both
+# sides then run with the AVX-512 kernels instead, so that the reference is
+# what a tuned Python install gets; the header says so.
+if want models && [[ -z "${OPENBLAS_CORETYPE:-}" ]] && grep -qw avx512f /proc/cpuinfo; then
+  openblas_core="$(OPENBLAS_VERBOSE=2 /usr/bin/python3 -c \
+    'import torch; torch.ones(64, 64) @ torch.ones(64, 64)' 2>&1 | sed -n 's/^Core: //p' | head -n 1)"
+  if [[ "$openblas_core" == "Prescott" ]]; then
+    export OPENBLAS_CORETYPE=SkylakeX
+    echo "# OpenBLAS did not recognize this CPU (core Prescott): OPENBLAS_CORETYPE=SkylakeX for both sides"
+  fi
+fi
 if want preprocess; then
   /usr/bin/python3 bench/python/preprocess_reference.py "$image" 224 "$seconds"
   "$oclip" bench preprocess --image "$image" --size 224 --seconds "$seconds"

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "model/avx512_math.h"
+
 // GCC 12 reports its own _mm512_undefined_* placeholders inside the AVX-512
 // intrinsics as "may be used uninitialized" at -O3 (a known false positive).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -19,6 +21,10 @@
 
 namespace oclip::amx_internal {
 namespace {
+
+using avx512_math::Exp;
+using avx512_math::FirstLanes;
+using avx512_math::Reciprocal;
 
 // AMX's palette-1 tile configuration (64 bytes, loaded by _tile_loadconfig).
 struct alignas(64) TileConfig {
@@ -41,43 +47,8 @@ void LoadTileConfig() {
   _tile_loadconfig(&config);
 }
 
-// Lanes [0, count) of 16, count clamped to [0, 16].
-__mmask16 FirstLanes(int64_t count) {
-  if (count >= 16) return static_cast<__mmask16>(0xFFFF);
-  if (count <= 0) return 0;
-  return static_cast<__mmask16>((1u << count) - 1);
-}
-
 // Round to nearest, ties to even (the default MXCSR mode), as nearbyint.
 int32_t RoundToInt(float v) { return _mm_cvtss_si32(_mm_set_ss(v)); }
-
-// 1 / d to ~1 ulp: the 14-bit estimate and one Newton step, much cheaper
-// than a division. d must be finite and nonzero (callers keep d in [1, 5]).
-inline __m512 Reciprocal(__m512 d) {
-  const __m512 r = _mm512_rcp14_ps(d);
-  return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0f)), r);
-}
-
-// exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 in two parts
-// (Cody-Waite), exp(r) = 1 + r + r^2 P(r) on |r| <= ln(2) / 2 (Cephes' expf).
-// Inputs are clamped to [-104, 104] first (exp is 0 / inf in float beyond),
-// with the constant as the first operand so that a NaN passes through.
-inline __m512 Exp(__m512 x) {
-  x = _mm512_min_ps(_mm512_set1_ps(104.0f), x);
-  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(e, n);
-}
 
 // x's sign bit (AVX-512 F has no float and/or: integer ops on the bits).
 inline __m512i SignBits(__m512 x) {
@@ -474,8 +445,10 @@ void SplitPatchRowsToBf16Tiles(const float* x, int64_t batch, int64_t height, in
 void AmxBf16x3Gemm(const Bf16x3GemmArgs& g, int64_t row_begin, int64_t row_end,
                    int64_t col_block_begin, int64_t col_block_end) {
   // Tiles 0-1: A (16 rows x 32 bf16), 2-3: B (16 x 32 bf16, VNNI pairs),
-  // 4-7: C (16 x 16 fp32). Three products per k step share the accumulators:
-  // a_hi b_hi, a_hi b_lo (B reloaded), a_lo b_hi (A and B reloaded).
+  // 4-7: C (16 x 16 fp32). Three products per k step share the accumulators,
+  // ordered so that each of the eight tiles is loaded once: a_lo b_hi, then
+  // a_hi b_hi (A reloaded), then a_hi b_lo (B reloaded). Tile loads, not
+  // the products, bound this loop on a busy core.
   const int64_t tile_elements = kTileBytes / 2;
   const int64_t k_tiles = g.k_padded / kBf16TileK;
   const int64_t strip = 2 * k_tiles * tile_elements;  // elements of 16 rows (A) or columns (B)
@@ -490,18 +463,16 @@ void AmxBf16x3Gemm(const Bf16x3GemmArgs& g, int64_t row_begin, int64_t row_end,
         for (int64_t t = 0; t < k_tiles; ++t) {
           const int64_t hi = t * tile_elements;
           const int64_t lo = hi + lo_offset;
-          _tile_loadd(0, a0 + hi, 64);
-          _tile_loadd(1, a1 + hi, 64);
-          _tile_loadd(2, b0 + hi, 64);
-          _tile_loadd(3, b1 + hi, 64);
-          MultiplyBf16Block();
-          _tile_loadd(2, b0 + lo, 64);
-          _tile_loadd(3, b1 + lo, 64);
-          MultiplyBf16Block();
           _tile_loadd(0, a0 + lo, 64);
           _tile_loadd(1, a1 + lo, 64);
           _tile_loadd(2, b0 + hi, 64);
           _tile_loadd(3, b1 + hi, 64);
+          MultiplyBf16Block();
+          _tile_loadd(0, a0 + hi, 64);
+          _tile_loadd(1, a1 + hi, 64);
+          MultiplyBf16Block();
+          _tile_loadd(2, b0 + lo, 64);
+          _tile_loadd(3, b1 + lo, 64);
           MultiplyBf16Block();
         }
       },

@@ -29,9 +29,11 @@ int64_t RoundUp(int64_t value, int64_t multiple) {
 }
 
 #if OCLIP_HAVE_AMX_KERNEL
-// What CPUID, XCR0 and Linux allow this process: the AMX kernels need AVX-512
-// F/BW/VL and the tile state, plus AMX-INT8 or AMX-BF16 with AVX512-BF16.
+// What CPUID, XCR0 and Linux allow this process: every kernel needs AVX-512
+// F/BW/VL and its register state; the AMX ones also the tile state, plus
+// AMX-INT8 or AMX-BF16 with AVX512-BF16.
 struct AmxSupport {
+  bool avx512 = false;
   bool int8 = false;
   bool bf16 = false;
 };
@@ -52,20 +54,25 @@ AmxSupport ProbeAmx() {
     __cpuid_count(7, 1, eax, ebx, ecx, edx);
     avx512_bf16 = (eax & (1u << 5)) != 0;
   }
-  if (!avx512 || !tile) return {};
+  if (!avx512) return {};
   uint32_t xcr0_low = 0, xcr0_high = 0;
   __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
   const uint64_t xcr0 = (static_cast<uint64_t>(xcr0_high) << 32) | xcr0_low;
-  // SSE, AVX, AVX-512 opmask/ZMM_Hi256/Hi16_ZMM, XTILECFG, XTILEDATA.
-  const uint64_t needed = (1ull << 1) | (1ull << 2) | (1ull << 5) | (1ull << 6) | (1ull << 7) |
-                          (1ull << 17) | (1ull << 18);
-  if ((xcr0 & needed) != needed) return {};
+  // SSE, AVX, AVX-512 opmask/ZMM_Hi256/Hi16_ZMM; then XTILECFG, XTILEDATA.
+  const uint64_t avx512_state = (1ull << 1) | (1ull << 2) | (1ull << 5) | (1ull << 6) | (1ull << 7);
+  const uint64_t tile_state = (1ull << 17) | (1ull << 18);
+  if ((xcr0 & avx512_state) != avx512_state) return {};
+  AmxSupport support;
+  support.avx512 = true;
+  if (!tile || (xcr0 & tile_state) != tile_state) return support;
   // Linux (5.16+) hands out the 8 KiB tile data state only on request, once
   // per process; without it the first tile instruction kills the process.
   constexpr long kArchReqXcompPerm = 0x1023;
   constexpr long kXfeatureXtiledata = 18;
-  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return {};
-  return AmxSupport{amx_int8, amx_bf16 && avx512_bf16};
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return support;
+  support.int8 = amx_int8;
+  support.bf16 = amx_bf16 && avx512_bf16;
+  return support;
 }
 
 const AmxSupport& Amx() {
@@ -204,6 +211,14 @@ void RunBf16x3(const Bf16x3PackedWeight& weight, const FloatOperands& operands,
 }
 
 }  // namespace
+
+bool Avx512Available() {
+#if OCLIP_HAVE_AMX_KERNEL
+  return Amx().avx512;
+#else
+  return false;
+#endif
+}
 
 bool AmxInt8Available() {
 #if OCLIP_HAVE_AMX_KERNEL

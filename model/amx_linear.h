@@ -53,6 +53,9 @@ namespace oclip {
 // asked once, on the first call). Thread-safe.
 bool AmxInt8Available();
 bool AmxBf16Available();
+// True when this process may run the AVX-512 (F/BW/VL) kernels that need no
+// AMX (model/cpu_attention.h): CPUID and XCR0 only.
+bool Avx512Available();
 
 // A weight [N, K] quantized and packed once (model/amx_gemm.h gives the
 // byte layout). Immutable; shared by concurrent calls.

@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "model/cpu_attention.h"
+
 namespace oclip {
 
 #if TORCH_VERSION_MAJOR >= 2
@@ -25,6 +27,7 @@ inline torch::Tensor ScaledDotProductAttention(const torch::Tensor& q,
   return at::scaled_dot_product_attention(
       q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt);
 #else
+  if (CpuAttentionApplies(q, k, v, mask)) return CpuAttention(q, k, v, mask);
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   torch::Tensor scores = torch::matmul(q * scale, k.transpose(-2, -1));
   if (mask.defined()) scores = scores + mask;

@@ -1,0 +1,53 @@
+// AVX-512 building blocks shared by the kernels compiled with the AVX-512
+// flags (model/amx_gemm.cc, model/attention_kernel.cc). Include it from those
+// translation units only: its inline functions use AVX-512 instructions, and
+// a copy compiled into a portable translation unit could be the one the
+// linker keeps.
+
+#ifndef OCLIP_MODEL_AVX512_MATH_H_
+#define OCLIP_MODEL_AVX512_MATH_H_
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace oclip::avx512_math {
+
+// Lanes [0, count) of 16, count clamped to [0, 16].
+inline __mmask16 FirstLanes(int64_t count) {
+  if (count >= 16) return static_cast<__mmask16>(0xFFFF);
+  if (count <= 0) return 0;
+  return static_cast<__mmask16>((1u << count) - 1);
+}
+
+// 1 / d to ~1 ulp: the 14-bit estimate and one Newton step, much cheaper
+// than a division. d must be finite and nonzero (callers keep d in [1, 5]).
+inline __m512 Reciprocal(__m512 d) {
+  const __m512 r = _mm512_rcp14_ps(d);
+  return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0f)), r);
+}
+
+// exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 in two parts
+// (Cody-Waite), exp(r) = 1 + r + r^2 P(r) on |r| <= ln(2) / 2 (Cephes' expf).
+// Inputs are clamped to [-104, 104] first (exp is 0 / inf in float beyond),
+// with the constant as the first operand so that a NaN passes through.
+inline __m512 Exp(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(104.0f), x);
+  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(e, n);
+}
+
+}  // namespace oclip::avx512_math
+
+#endif  // OCLIP_MODEL_AVX512_MATH_H_

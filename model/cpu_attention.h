@@ -1,0 +1,36 @@
+// Scaled dot-product attention for inference on the CPU in fp32, one AVX-512
+// kernel per head (model/attention_kernel.h), the heads spread over
+// LibTorch's intra-op threads.
+//
+// Why: LibTorch 1.13 has no fused attention, and its composition
+// (matmul, softmax, matmul) runs each head's two small GEMMs as separate BLAS
+// calls. On a CPU that Debian's OpenBLAS 0.3.21 does not recognize (Emerald
+// Rapids, for one: it falls back to its SSE3 "Prescott" kernels, and its
+// own threads spin beside LibTorch's), that took 40% of ViT-B-32's fp32
+// time for 1% of its FLOPs.
+
+#ifndef OCLIP_MODEL_CPU_ATTENTION_H_
+#define OCLIP_MODEL_CPU_ATTENTION_H_
+
+#include <ATen/core/Tensor.h>
+
+namespace oclip {
+
+// True when CpuAttention takes these arguments: under InferenceMode (as the
+// prepared kernels of model/inference_precision.h: training keeps LibTorch's
+// composition, so that gradient checkpointing's no-grad forward and its
+// recomputation agree bit for bit), AVX-512 (Avx512Available()), q [N, H, Lq,
+// D], k and v [N, H, Lk, D], all fp32 on the CPU, and `mask` undefined or an
+// fp32 additive mask broadcastable to [N, H, Lq, Lk].
+bool CpuAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& mask);
+
+// softmax(q·kᵀ/sqrt(D) + mask)·v, [N, H, Lq, D] (a view whose memory is [N,
+// Lq, H, D], so that merging the heads back costs no copy). Needs
+// CpuAttentionApplies(); throws c10::Error otherwise.
+at::Tensor CpuAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& mask);
+
+}  // namespace oclip
+
+#endif  // OCLIP_MODEL_CPU_ATTENTION_H_
