@@ -28,13 +28,59 @@ constexpr int64_t kBlockVectors = 4;
 
 int64_t RoundUpTo16(int64_t n) { return (n + 15) / 16 * 16; }
 
+// Transposes the 16 x 16 block in r (r[i] = row i) in place: 32-bit pairs,
+// 64-bit pairs, then 128-bit lanes twice.
+inline void Transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);      // per lane: a0 b0 a1 b1
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);  // per lane: a2 b2 a3 b3
+  }
+  for (int i = 0; i < 16; i += 4) {
+    for (int half = 0; half < 2; ++half) {
+      const __m512d lo = _mm512_castps_pd(t[i + half]);
+      const __m512d hi = _mm512_castps_pd(t[i + half + 2]);
+      // Per lane: rows i..i+3 of column 2 half, then of column 2 half + 1.
+      r[i + 2 * half] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, hi));
+      r[i + 2 * half + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi));
+    }
+  }
+  // r[4 g + c], lane l: rows 4g..4g+3 of column 4 l + c.
+  for (int g = 0; g < 16; g += 8) {
+    for (int c = 0; c < 4; ++c) {
+      t[g + 2 * c] = _mm512_shuffle_f32x4(r[g + c], r[g + 4 + c], 0x88);
+      t[g + 2 * c + 1] = _mm512_shuffle_f32x4(r[g + c], r[g + 4 + c], 0xdd);
+    }
+  }
+  // t[8 h + 2 c + s], lanes 0-3: rows 8h..8h+3 of column c + 4 s, of column
+  // c + 4 s + 8, rows 8h+4..8h+7 of column c + 4 s, of column c + 4 s + 8.
+  for (int c = 0; c < 4; ++c) {
+    for (int s = 0; s < 2; ++s) {
+      const __m512 top = t[2 * c + s], bottom = t[8 + 2 * c + s];
+      r[c + 4 * s] = _mm512_shuffle_f32x4(top, bottom, 0x88);
+      r[c + 4 * s + 8] = _mm512_shuffle_f32x4(top, bottom, 0xdd);
+    }
+  }
+}
+
 // keys_t[d * keys_padded + j] = k[j, d], zero for j >= keys: the scores'
 // inner loop then reads 16 keys of one dimension as one vector.
 void TransposeKeys(const AttentionHead& h, int64_t keys_padded, float* keys_t) {
-  for (int64_t d = 0; d < h.dim; ++d) {
-    float* row = keys_t + d * keys_padded;
-    for (int64_t j = 0; j < h.keys; ++j) row[j] = h.k[j * h.k_stride + d];
-    for (int64_t j = h.keys; j < keys_padded; ++j) row[j] = 0.0f;
+  for (int64_t j0 = 0; j0 < keys_padded; j0 += 16) {
+    for (int64_t d0 = 0; d0 < h.dim; d0 += 16) {
+      const __mmask16 columns = FirstLanes(h.dim - d0);
+      __m512 block[16];
+      for (int64_t j = 0; j < 16; ++j) {
+        block[j] = j0 + j < h.keys
+                       ? _mm512_maskz_loadu_ps(columns, h.k + (j0 + j) * h.k_stride + d0)
+                       : _mm512_setzero_ps();
+      }
+      Transpose16x16(block);
+      const int64_t rows = h.dim - d0 < 16 ? h.dim - d0 : 16;
+      for (int64_t d = 0; d < rows; ++d) {
+        _mm512_storeu_ps(keys_t + (d0 + d) * keys_padded + j0, block[d]);
+      }
+    }
   }
 }
 
