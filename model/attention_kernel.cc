@@ -176,8 +176,8 @@ void WeightedValueBlock(const AttentionHead& h, const float* probabilities, int6
   }
 }
 
-// Calls block<n>(args..., first, n) over [0, count) vectors, kBlockVectors at
-// a time, with a shorter block for the rest.
+// Calls Block<n>::Run(args..., first) over [0, count) vectors, kBlockVectors at
+// a time (n = kBlockVectors), then once with n = the rest.
 template <template <int> class Block, typename... Args>
 void ForEachVectorBlock(int64_t count, const Args&... args) {
   int64_t first = 0;
