@@ -59,29 +59,33 @@ at::Tensor CpuAttention(const at::Tensor& q_in, const at::Tensor& k_in, const at
   if (mask_in.defined()) mask = RowsContiguous(mask_in.expand({batch, heads, queries, keys}));
   at::Tensor out = at::empty({batch, queries, heads, dim}, q.options());
   if (out.numel() == 0) return out.permute({0, 2, 1, 3});
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
+  // What every head shares; the loop sets only the head's own rows.
+  amx_internal::AttentionHead shared;
+  shared.q_stride = q.stride(2);
+  shared.k_stride = k.stride(2);
+  shared.v_stride = v.stride(2);
+  shared.mask_stride = mask.defined() ? mask.stride(2) : 0;
+  shared.out_stride = out.stride(1);
+  shared.queries = queries;
+  shared.keys = keys;
+  shared.dim = dim;
+  shared.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
+  const float* q_data = q.data_ptr<float>();
+  const float* k_data = k.data_ptr<float>();
+  const float* v_data = v.data_ptr<float>();
+  const float* mask_data = mask.defined() ? mask.data_ptr<float>() : nullptr;
+  float* out_data = out.data_ptr<float>();
   const int64_t scratch_floats = amx_internal::AttentionScratchFloats(queries, keys, dim);
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(scratch_floats);
     for (int64_t index = begin; index < end; ++index) {
       const int64_t n = index / heads, h = index % heads;
-      amx_internal::AttentionHead head;
-      head.q = q.data_ptr<float>() + n * q.stride(0) + h * q.stride(1);
-      head.k = k.data_ptr<float>() + n * k.stride(0) + h * k.stride(1);
-      head.v = v.data_ptr<float>() + n * v.stride(0) + h * v.stride(1);
-      head.q_stride = q.stride(2);
-      head.k_stride = k.stride(2);
-      head.v_stride = v.stride(2);
-      if (mask.defined()) {
-        head.mask = mask.data_ptr<float>() + n * mask.stride(0) + h * mask.stride(1);
-        head.mask_stride = mask.stride(2);
-      }
-      head.out = out.data_ptr<float>() + n * out.stride(0) + h * out.stride(2);
-      head.out_stride = out.stride(1);
-      head.queries = queries;
-      head.keys = keys;
-      head.dim = dim;
-      head.scale = scale;
+      amx_internal::AttentionHead head = shared;
+      head.q = q_data + n * q.stride(0) + h * q.stride(1);
+      head.k = k_data + n * k.stride(0) + h * k.stride(1);
+      head.v = v_data + n * v.stride(0) + h * v.stride(1);
+      if (mask_data != nullptr) head.mask = mask_data + n * mask.stride(0) + h * mask.stride(1);
+      head.out = out_data + n * out.stride(0) + h * out.stride(2);
       amx_internal::AttendHead(head, scratch.data());
     }
   });
