@@ -81,6 +81,7 @@ absl::Status BenchEncode(const ModelFlags& model_flags, const EncodeBenchOptions
     OCLIP_ASSIGN_OR_RETURN(PreparedKernels prepared, PrepareForInference(*model, precision));
     kernels.update({{"linear", prepared.linear_kernel},
                     {"conv", prepared.conv_kernel},
+                    {"attention", prepared.attention_kernel},
                     {"linears", prepared.linears},
                     {"convolutions", prepared.convolutions},
                     {"folded_batch_norms", prepared.folded_batch_norms}});

@@ -105,7 +105,8 @@ absl::Status Embed(const EmbedFlags& flags) {
   OCLIP_ASSIGN_OR_RETURN(std::shared_ptr<ClipModel> model, flags.model.LoadModel());
   OCLIP_ASSIGN_OR_RETURN(PreparedKernels kernels, PrepareForInference(*model, precision));
   LogInfo(absl::StrCat("embed: ", InferencePrecisionName(precision), " kernels ",
-                       kernels.linear_kernel, ", ", kernels.conv_kernel));
+                       kernels.linear_kernel, ", ", kernels.conv_kernel, ", attention ",
+                       kernels.attention_kernel));
   std::shared_ptr<const Tokenizer> tokenizer;
   if (options.enable_text) {
     OCLIP_ASSIGN_OR_RETURN(tokenizer, flags.model.LoadTokenizer(model->config()));

@@ -24,28 +24,9 @@ namespace {
 
 using avx512_math::Exp;
 using avx512_math::FirstLanes;
+using avx512_math::LoadTileConfig;
+using avx512_math::MultiplyBf16Block;
 using avx512_math::Reciprocal;
-
-// AMX's palette-1 tile configuration (64 bytes, loaded by _tile_loadconfig).
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t bytes_per_row[16];
-  uint8_t rows[16];
-};
-
-// Configures all eight tiles as 16 rows of 64 bytes: 16 x 64 int8, 16 x 32
-// bf16 or 16 x 16 int32 / fp32, which is every tile either kernel uses.
-void LoadTileConfig() {
-  TileConfig config{};
-  config.palette_id = 1;
-  for (int t = 0; t < 8; ++t) {
-    config.bytes_per_row[t] = 64;
-    config.rows[t] = 16;
-  }
-  _tile_loadconfig(&config);
-}
 
 // Round to nearest, ties to even (the default MXCSR mode), as nearbyint.
 int32_t RoundToInt(float v) { return _mm_cvtss_si32(_mm_set_ss(v)); }
@@ -240,19 +221,12 @@ inline __m512 Bf16ToFloat(__m256i bits) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
-// C += A·B on the 2 x 2 block: accumulators 4-7 from A tiles 0-1 and B tiles
-// 2-3 (4 = A0 B0, 5 = A0 B1, 6 = A1 B0, 7 = A1 B1).
+// C += A·B on the 2 x 2 block, as avx512_math::MultiplyBf16Block in int8.
 inline void MultiplyInt8Block() {
   _tile_dpbusd(4, 0, 2);
   _tile_dpbusd(5, 0, 3);
   _tile_dpbusd(6, 1, 2);
   _tile_dpbusd(7, 1, 3);
-}
-inline void MultiplyBf16Block() {
-  _tile_dpbf16ps(4, 0, 2);
-  _tile_dpbf16ps(5, 0, 3);
-  _tile_dpbf16ps(6, 1, 2);
-  _tile_dpbf16ps(7, 1, 3);
 }
 
 // The block loop both GEMMs share: rows [row_begin, row_end) item_rows at a

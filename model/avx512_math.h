@@ -1,8 +1,8 @@
-// AVX-512 building blocks shared by the kernels compiled with the AVX-512
-// flags (model/amx_gemm.cc, model/attention_kernel.cc). Include it from those
-// translation units only: its inline functions use AVX-512 instructions, and
-// a copy compiled into a portable translation unit could be the one the
-// linker keeps.
+// AVX-512 and AMX building blocks shared by the kernels compiled with the
+// AMX/AVX-512 flags (model/amx_gemm.cc, model/attention_kernel.cc). Include it
+// from those translation units only: its inline functions use AVX-512 and AMX
+// instructions, and a copy compiled into a portable translation unit could be
+// the one the linker keeps.
 
 #ifndef OCLIP_MODEL_AVX512_MATH_H_
 #define OCLIP_MODEL_AVX512_MATH_H_
@@ -46,6 +46,42 @@ inline __m512 Exp(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
   const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(e, n);
+}
+
+// AMX's palette-1 tile configuration (64 bytes, loaded by _tile_loadconfig).
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t bytes_per_row[16];
+  uint8_t rows[16];
+};
+
+// Configures all eight tiles as 16 rows of 64 bytes: 16 x 64 int8, 16 x 32
+// bf16 or 16 x 16 int32 / fp32, which is every tile the kernels use. Pair it
+// with _tile_release() on the same thread.
+inline void LoadTileConfig() {
+  TileConfig config{};
+  config.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = 16;
+  }
+  // GCC 12's _tile_loadconfig tells the compiler that ldtilecfg reads only
+  // the first 8 bytes of the configuration, so the stores above may be
+  // dropped as dead (they were, once inlined into the attention kernel: the
+  // first tile instruction then faulted). This barrier makes them land.
+  __asm__ volatile("" : : "r"(&config) : "memory");
+  _tile_loadconfig(&config);
+}
+
+// C += A·B on a 2 x 2 block of bf16 tiles: accumulators 4-7 from A tiles 0-1
+// and B tiles 2-3 (4 = A0 B0, 5 = A0 B1, 6 = A1 B0, 7 = A1 B1).
+inline void MultiplyBf16Block() {
+  _tile_dpbf16ps(4, 0, 2);
+  _tile_dpbf16ps(5, 0, 3);
+  _tile_dpbf16ps(6, 1, 2);
+  _tile_dpbf16ps(7, 1, 3);
 }
 
 }  // namespace oclip::avx512_math

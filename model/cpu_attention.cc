@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -46,7 +47,7 @@ bool CpuAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::Ten
 }
 
 at::Tensor CpuAttention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-                        const at::Tensor& mask_in) {
+                        const at::Tensor& mask_in, AttentionPrecision precision) {
   TORCH_CHECK(CpuAttentionApplies(q_in, k_in, v_in, mask_in),
               "CpuAttention: needs InferenceMode, AVX-512 and fp32 CPU tensors q [N, H, Lq, D], k "
               "and v [N, H, Lk, D] and a broadcastable fp32 mask; got q ",
@@ -75,18 +76,52 @@ at::Tensor CpuAttention(const at::Tensor& q_in, const at::Tensor& k_in, const at
   const float* v_data = v.data_ptr<float>();
   const float* mask_data = mask.defined() ? mask.data_ptr<float>() : nullptr;
   float* out_data = out.data_ptr<float>();
-  const int64_t scratch_floats = amx_internal::AttentionScratchFloats(queries, keys, dim);
-  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(scratch_floats);
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t n = index / heads, h = index % heads;
-      amx_internal::AttentionHead head = shared;
-      head.q = q_data + n * q.stride(0) + h * q.stride(1);
-      head.k = k_data + n * k.stride(0) + h * k.stride(1);
-      head.v = v_data + n * v.stride(0) + h * v.stride(1);
-      if (mask_data != nullptr) head.mask = mask_data + n * mask.stride(0) + h * mask.stride(1);
-      head.out = out_data + n * out.stride(0) + h * out.stride(2);
-      amx_internal::AttendHead(head, scratch.data());
+  const bool bf16 = precision == AttentionPrecision::kBf16 && AmxBf16Available();
+  // Work items are groups of one image's heads. The bf16 kernel converts a
+  // group's operands together (model/attention_kernel.h): as many heads as
+  // keep its scratch within half of a 2 MiB L2, fewer where that would leave
+  // a thread without work (a small batch).
+  int64_t group = 1;
+  if (bf16) {
+    constexpr int64_t kGroupBytes = int64_t{1} << 20;
+    const int64_t per_head = amx_internal::Bf16AttentionScratchBytes(2, queries, keys, dim) -
+                             amx_internal::Bf16AttentionScratchBytes(1, queries, keys, dim);
+    const int64_t threads = at::get_num_threads();
+    group = std::clamp(kGroupBytes / per_head, int64_t{1}, heads);
+    group = std::min(group, std::max(int64_t{1}, batch * heads / threads));
+  }
+  const int64_t groups_per_image = (heads + group - 1) / group;
+  const int64_t scratch_bytes =
+      bf16 ? amx_internal::Bf16AttentionScratchBytes(group, queries, keys, dim)
+           : amx_internal::AttentionScratchFloats(queries, keys, dim) *
+                 static_cast<int64_t>(sizeof(float));
+  at::parallel_for(0, batch * groups_per_image, 1, [&](int64_t begin, int64_t end) {
+    // LibTorch's CPU allocator aligns to 64 bytes, as the tile kernel wants.
+    const at::Tensor scratch = at::empty({scratch_bytes}, at::kByte);
+    void* scratch_data = scratch.data_ptr();
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / groups_per_image;
+      const int64_t first = (item % groups_per_image) * group;
+      amx_internal::AttentionHeads g;
+      g.first = shared;
+      g.first.q = q_data + n * q.stride(0) + first * q.stride(1);
+      g.first.k = k_data + n * k.stride(0) + first * k.stride(1);
+      g.first.v = v_data + n * v.stride(0) + first * v.stride(1);
+      if (mask_data != nullptr) {
+        g.first.mask = mask_data + n * mask.stride(0) + first * mask.stride(1);
+      }
+      g.first.out = out_data + n * out.stride(0) + first * out.stride(2);
+      g.count = std::min(group, heads - first);
+      g.q_head_stride = q.stride(1);
+      g.k_head_stride = k.stride(1);
+      g.v_head_stride = v.stride(1);
+      g.mask_head_stride = mask.defined() ? mask.stride(1) : 0;
+      g.out_head_stride = out.stride(2);
+      if (bf16) {
+        amx_internal::AttendHeadsBf16(g, scratch_data);
+      } else {
+        amx_internal::AttendHeads(g, static_cast<float*>(scratch_data));
+      }
     }
   });
   return out.permute({0, 2, 1, 3});

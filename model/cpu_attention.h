@@ -1,6 +1,6 @@
-// Scaled dot-product attention for inference on the CPU in fp32, one AVX-512
-// kernel per head (model/attention_kernel.h), the heads spread over
-// LibTorch's intra-op threads.
+// Scaled dot-product attention for inference on the CPU on fp32 tensors, one
+// kernel per head (model/attention_kernel.h: fp32 with AVX-512, or bf16 on
+// AMX tiles), the heads spread over LibTorch's intra-op threads.
 //
 // Why: LibTorch 1.13 has no fused attention, and its composition
 // (matmul, softmax, matmul) runs each head's two small GEMMs as separate BLAS
@@ -16,6 +16,19 @@
 
 namespace oclip {
 
+// What the heads' two products (q·kᵀ and p·v) compute in.
+enum class AttentionPrecision {
+  // fp32 throughout (AVX-512): within 1e-6 of the composition. What fp32
+  // inference uses.
+  kFp32,
+  // q, k, the probabilities and v rounded to bfloat16, fp32 accumulation on
+  // AMX-BF16 tiles (fp32 softmax and output), where AmxBf16Available(); fp32
+  // elsewhere. For the bf16 and int8 precisions, whose Linears already round
+  // their operands as coarsely: on ViT-B-32 with int8 Linears the attention
+  // took ~15% of the time in fp32, which is 1% of the FLOPs.
+  kBf16,
+};
+
 // True when CpuAttention takes these arguments: under InferenceMode (as the
 // prepared kernels of model/inference_precision.h: training keeps LibTorch's
 // composition, so that gradient checkpointing's no-grad forward and its
@@ -26,10 +39,11 @@ bool CpuAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::Ten
                          const at::Tensor& mask);
 
 // softmax(q·kᵀ/sqrt(D) + mask)·v, [N, H, Lq, D] (a view whose memory is [N,
-// Lq, H, D], so that merging the heads back costs no copy). Needs
-// CpuAttentionApplies(); throws c10::Error otherwise.
+// Lq, H, D], so that merging the heads back costs no copy), in `precision`.
+// Needs CpuAttentionApplies(); throws c10::Error otherwise.
 at::Tensor CpuAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                        const at::Tensor& mask);
+                        const at::Tensor& mask,
+                        AttentionPrecision precision = AttentionPrecision::kFp32);
 
 }  // namespace oclip
 

@@ -280,6 +280,13 @@ class KernelFactory {
     return factory;
   }
 
+  // What the transformer blocks' attention computes its products in: bf16
+  // where the Linears round as coarsely (bf16, int8), fp32 for fp32.
+  AttentionPrecision Attention() {
+    ++attentions_;
+    return AttentionComputesIn();
+  }
+
   std::shared_ptr<const PackedKernel> Linear(const torch::Tensor& weight,
                                              const torch::Tensor& bias) {
     ++linears_;
@@ -393,6 +400,16 @@ class KernelFactory {
       // A ViT's only convolution runs on the Linear kernel.
       summary.conv_kernel = absl::StrCat("patch_embedding_as_", summary.linear_kernel);
     }
+    if (attentions_ > 0) {
+      // The CPU attention kernel that runs (model/cpu_attention.h), or LibTorch's composition.
+      if (!Avx512Available()) {
+        summary.attention_kernel = "aten_matmul_softmax_fp32";
+      } else if (AttentionComputesIn() == AttentionPrecision::kBf16 && AmxBf16Available()) {
+        summary.attention_kernel = "amx_bf16";
+      } else {
+        summary.attention_kernel = "avx512_fp32";
+      }
+    }
     summary.linears = linears_;
     summary.convolutions = convolutions_;
     summary.folded_batch_norms = folded_;
@@ -414,7 +431,14 @@ class KernelFactory {
   at::QEngine engine_ = at::QEngine::NoQEngine;
   bool amx_int8_ = false;    // int8 on model/amx_linear.h's AMX kernel
   bool amx_bf16x3_ = false;  // fp32 Linears as bf16x3 on model/amx_linear.h's AMX kernel
+  AttentionPrecision AttentionComputesIn() const {
+    return precision_ == InferencePrecision::kBf16 || precision_ == InferencePrecision::kInt8
+               ? AttentionPrecision::kBf16
+               : AttentionPrecision::kFp32;
+  }
+
   int64_t linears_ = 0;
+  int64_t attentions_ = 0;  // MultiheadAttention layers given a precision
   int64_t convolutions_ = 0;
   int64_t amx_convolutions_ = 0;  // ran as bf16x3 GEMMs
   int64_t patch_embeddings_ = 0;  // ran on the Linear kernel
@@ -492,11 +516,14 @@ absl::StatusOr<PreparedKernels> PrepareForInference(ClipModel& model,
         }
       } else if (auto* resnet = dynamic_cast<ModifiedResNetImpl*>(module.get())) {
         PrepareResNet(*resnet, factory);
+      } else if (auto* attention = dynamic_cast<MultiheadAttentionImpl*>(module.get())) {
+        attention->inference_attention = factory.Attention();
+        if (factory.PacksLinears()) {
+          attention->packed_in_proj =
+              factory.Linear(attention->in_proj_weight, attention->in_proj_bias);
+        }
       } else if (!factory.PacksLinears()) {
         continue;
-      } else if (auto* attention = dynamic_cast<MultiheadAttentionImpl*>(module.get())) {
-        attention->packed_in_proj =
-            factory.Linear(attention->in_proj_weight, attention->in_proj_bias);
       } else if (auto* linear = dynamic_cast<LinearImpl*>(module.get())) {
         linear->packed = factory.Linear(linear->weight, linear->bias);
       }

@@ -24,6 +24,9 @@
 //   bf16  every Linear, the attention's packed in_proj and every convolution in
 //         bfloat16 (oneDNN; AMX where the CPU has it), fp32 in between
 //         (LayerNorm, softmax, residuals): feature cosine >= 0.999 to fp32.
+//         Where the CPU has AMX-BF16, the transformer blocks' attention
+//         products (q·kᵀ, p·v) run in bf16 on its tiles too
+//         (model/cpu_attention.h), as they do for int8.
 //   int8  dynamic quantization of every Linear, the packed in_proj and the ViT
 //         patch embedding: int8 weights (per output channel, symmetric), int8
 //         activations quantized per call, fp32 out. Where the CPU has AMX-INT8
@@ -33,6 +36,7 @@
 //         where built. LibTorch 1.13 has no dynamic int8 convolution, so the
 //         ResNet's convolutions run in bf16 where the CPU has AMX (its AMX-BF16
 //         tiles make that the fastest kernel there) and stay fp32 elsewhere.
+//         The attention's products run in bf16 as for bf16.
 //   fp16  CUDA only: the CPU has no fast fp16 GEMM. (int8 is CPU only.)
 //
 // Contract: call PrepareForInference once, after the weights are loaded, on a
@@ -72,6 +76,8 @@ struct PreparedKernels {
   std::string linear_kernel;  // e.g. "aten_linear_fp32", "amx_int8_per_row_dynamic"
   std::string conv_kernel;    // e.g. "conv2d_fp32_channels_last_bn_folded",
                               // "patch_embedding_as_amx_int8_per_row_dynamic"
+  std::string attention_kernel;  // the transformer blocks' attention: "avx512_fp32",
+                                 // "amx_bf16", "aten_matmul_softmax_fp32"; or empty
   int64_t linears = 0;        // Linear layers and packed in_proj given a kernel
   int64_t convolutions = 0;   // convolutions given a kernel (patch embedding included)
   int64_t folded_batch_norms = 0;

@@ -140,7 +140,8 @@ torch::Tensor MultiheadAttentionImpl::Attend(const torch::Tensor& x,
     qkv = torch::linear(ln != nullptr ? ln->forward(x) : x, in_proj_weight, in_proj_bias);
   }
   qkv = qkv.view({n, l, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
-  torch::Tensor out = ScaledDotProductAttention(qkv[0], qkv[1], qkv[2], attn_mask);
+  torch::Tensor out =
+      ScaledDotProductAttention(qkv[0], qkv[1], qkv[2], attn_mask, inference_attention);
   return out.transpose(1, 2).reshape({n, l, d});
 }
 

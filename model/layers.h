@@ -26,6 +26,8 @@
 
 #include <optional>
 
+#include "model/cpu_attention.h"
+
 namespace oclip {
 
 enum class Activation { kGelu, kQuickGelu, kRelu };
@@ -149,6 +151,9 @@ class MultiheadAttentionImpl : public torch::nn::Module {
   Linear out_proj;
   int64_t heads;
   std::shared_ptr<const PackedKernel> packed_in_proj;  // inference only, or null
+  // What the heads' products compute in under InferenceMode (set with the
+  // packed kernels by model/inference_precision.h).
+  AttentionPrecision inference_attention = AttentionPrecision::kFp32;
 
  private:
   // The heads' outputs before out_proj, [N, L, D], for the input ln(x) (x

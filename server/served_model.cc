@@ -88,7 +88,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Load(const ModelServin
       LogInfo(absl::StrCat("model ", config.name, " on cpu: ", InferencePrecisionName(precision),
                            " kernels ", prepared->linear_kernel, " (", prepared->linears,
                            " linears), ", prepared->conv_kernel, " (", prepared->convolutions,
-                           " convolutions)"));
+                           " convolutions), attention ", prepared->attention_kernel));
     } else {
       try {
         replica->to(device, dtype);

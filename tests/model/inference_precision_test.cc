@@ -90,6 +90,9 @@ TEST_P(PrecisionParityTest, Fp32WithinParityTolerance) {
     EXPECT_EQ(kernels.linear_kernel, bf16x3 ? "amx_bf16x3_fp32" : "aten_linear_fp32");
     // The ResNet's 1x1 and 3x3 convolutions run as bf16x3 GEMMs over the pixels;
     // a ViT's patch embedding runs on the Linear kernel.
+    // fp32 keeps the attention in fp32.
+    EXPECT_EQ(kernels.attention_kernel,
+              Avx512Available() ? "avx512_fp32" : "aten_matmul_softmax_fp32");
     if (name == "tiny-rn") {
       const std::string resnet = "conv2d_fp32_channels_last_bn_folded";
       EXPECT_EQ(kernels.conv_kernel, bf16x3 ? resnet + "+amx_bf16x3_1x1_3x3" : resnet);
@@ -188,6 +191,8 @@ TEST(InferencePrecisionTest, CountsWhatItPrepared) {
     EXPECT_EQ(kernels.linear_kernel, "amx_int8_per_row_dynamic");
     // No int8 convolution exists here; bf16's AMX one is the fastest.
     EXPECT_EQ(kernels.conv_kernel, "conv2d_bf16_channels_last_bn_folded");
+    // The text tower's attention products in bf16 on the tiles.
+    EXPECT_EQ(kernels.attention_kernel, AmxBf16Available() ? "amx_bf16" : "avx512_fp32");
   } else {
     EXPECT_NE(kernels.linear_kernel.find("dynamic_int8_per_channel"), std::string::npos);
   }
