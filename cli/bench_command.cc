@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "model/image/preprocess.h"
 #include "model/inference_precision.h"
+#include "model/openblas_core.h"
 #include "model/tokenizer/load_tokenizer.h"
 
 namespace oclip::cli {
@@ -76,7 +77,9 @@ absl::Status BenchEncode(const ModelFlags& model_flags, const EncodeBenchOptions
     OCLIP_ASSIGN_OR_RETURN(reference_image, model->EncodeImage(images));
     OCLIP_ASSIGN_OR_RETURN(reference_text, model->EncodeText(tokens));
   }
-  nlohmann::json kernels = {{"prepared", options.prepare}};
+  // The BLAS kernels LibTorch's own fp32 GEMMs (the reference forward above,
+  // and every unprepared layer) ran on.
+  nlohmann::json kernels = {{"prepared", options.prepare}, {"openblas", OpenBlasCoreName()}};
   if (options.prepare) {
     OCLIP_ASSIGN_OR_RETURN(PreparedKernels prepared, PrepareForInference(*model, precision));
     kernels.update({{"linear", prepared.linear_kernel},

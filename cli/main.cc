@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "cli/commands.h"
 #include "model/caching_cpu_allocator.h"
+#include "model/openblas_core.h"
 
 namespace {
 
@@ -76,6 +77,10 @@ int main(int argc, char** argv) {
   }
   for (const Command& command : kCommands) {
     if (std::strcmp(argv[1], command.name) != 0) continue;
+    // Before any BLAS call or thread: LibTorch's fp32 BLAS calls on OpenBLAS's
+    // AVX-512 kernels where it fell back to SSE3 ones for a CPU it does not
+    // know (model/openblas_core.h; `oclip bench encode` reports the choice).
+    oclip::SelectOpenBlasCore();
     InstallCpuCache();
     return command.run(argc - 2, argv + 2);
   }
