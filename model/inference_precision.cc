@@ -427,16 +427,16 @@ class KernelFactory {
     return bf16 ? torch::kBFloat16 : torch::kFloat;
   }
 
-  InferencePrecision precision_;
-  at::QEngine engine_ = at::QEngine::NoQEngine;
-  bool amx_int8_ = false;    // int8 on model/amx_linear.h's AMX kernel
-  bool amx_bf16x3_ = false;  // fp32 Linears as bf16x3 on model/amx_linear.h's AMX kernel
   AttentionPrecision AttentionComputesIn() const {
     return precision_ == InferencePrecision::kBf16 || precision_ == InferencePrecision::kInt8
                ? AttentionPrecision::kBf16
                : AttentionPrecision::kFp32;
   }
 
+  InferencePrecision precision_;
+  at::QEngine engine_ = at::QEngine::NoQEngine;
+  bool amx_int8_ = false;    // int8 on model/amx_linear.h's AMX kernel
+  bool amx_bf16x3_ = false;  // fp32 Linears as bf16x3 on model/amx_linear.h's AMX kernel
   int64_t linears_ = 0;
   int64_t attentions_ = 0;  // MultiheadAttention layers given a precision
   int64_t convolutions_ = 0;

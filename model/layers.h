@@ -151,8 +151,8 @@ class MultiheadAttentionImpl : public torch::nn::Module {
   Linear out_proj;
   int64_t heads;
   std::shared_ptr<const PackedKernel> packed_in_proj;  // inference only, or null
-  // What the heads' products compute in under InferenceMode (set with the
-  // packed kernels by model/inference_precision.h).
+  // What the heads' products compute in under InferenceMode (set by
+  // PrepareForInference, model/inference_precision.h).
   AttentionPrecision inference_attention = AttentionPrecision::kFp32;
 
  private:
