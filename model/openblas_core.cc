@@ -27,12 +27,16 @@ OpenBlasRuntime FindOpenBlas() {
 }
 
 // What OpenBLAS's SkylakeX kernels need: AVX-512 F, CD, BW, DQ and VL, with
-// the OS saving their registers (libgcc's check includes XCR0).
+// the OS saving their registers (libgcc's check includes XCR0). x86 only.
 bool CpuRunsSkylakeXKernels() {
+#if defined(__x86_64__)
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
 }
 
 }  // namespace

@@ -18,10 +18,14 @@ namespace oclip::testing {
 namespace {
 
 bool CpuHasAvx512ForSkylakeX() {
+#if defined(__x86_64__)
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
 }
 
 // max |got - want| / max |want|, want in double.
