@@ -24,6 +24,11 @@ bool IsCpuFloat(const at::Tensor& t) {
 // t with its last dimension contiguous (the kernel reads rows as vectors).
 at::Tensor RowsContiguous(const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); }
 
+// Whether `precision` runs on the bf16 tile kernel here (else the fp32 one).
+bool UsesBf16Tiles(AttentionPrecision precision) {
+  return precision == AttentionPrecision::kBf16 && AmxBf16Available();
+}
+
 }  // namespace
 
 bool CpuAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -46,6 +51,11 @@ bool CpuAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::Ten
   return true;
 }
 
+const char* CpuAttentionKernel(AttentionPrecision precision) {
+  if (!Avx512Available()) return "aten_matmul_softmax_fp32";
+  return UsesBf16Tiles(precision) ? "amx_bf16" : "avx512_fp32";
+}
+
 at::Tensor CpuAttention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                         const at::Tensor& mask_in, AttentionPrecision precision) {
   TORCH_CHECK(CpuAttentionApplies(q_in, k_in, v_in, mask_in),
@@ -60,23 +70,28 @@ at::Tensor CpuAttention(const at::Tensor& q_in, const at::Tensor& k_in, const at
   if (mask_in.defined()) mask = RowsContiguous(mask_in.expand({batch, heads, queries, keys}));
   at::Tensor out = at::empty({batch, queries, heads, dim}, q.options());
   if (out.numel() == 0) return out.permute({0, 2, 1, 3});
-  // What every head shares; the loop sets only the head's own rows.
-  amx_internal::AttentionHead shared;
-  shared.q_stride = q.stride(2);
-  shared.k_stride = k.stride(2);
-  shared.v_stride = v.stride(2);
-  shared.mask_stride = mask.defined() ? mask.stride(2) : 0;
-  shared.out_stride = out.stride(1);
-  shared.queries = queries;
-  shared.keys = keys;
-  shared.dim = dim;
-  shared.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
+  // What every group shares; the loop sets only the group's first rows and count.
+  amx_internal::AttentionHeads shared;
+  shared.first.q_stride = q.stride(2);
+  shared.first.k_stride = k.stride(2);
+  shared.first.v_stride = v.stride(2);
+  shared.first.mask_stride = mask.defined() ? mask.stride(2) : 0;
+  shared.first.out_stride = out.stride(1);
+  shared.first.queries = queries;
+  shared.first.keys = keys;
+  shared.first.dim = dim;
+  shared.first.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dim)));
+  shared.q_head_stride = q.stride(1);
+  shared.k_head_stride = k.stride(1);
+  shared.v_head_stride = v.stride(1);
+  shared.mask_head_stride = mask.defined() ? mask.stride(1) : 0;
+  shared.out_head_stride = out.stride(2);
   const float* q_data = q.data_ptr<float>();
   const float* k_data = k.data_ptr<float>();
   const float* v_data = v.data_ptr<float>();
   const float* mask_data = mask.defined() ? mask.data_ptr<float>() : nullptr;
   float* out_data = out.data_ptr<float>();
-  const bool bf16 = precision == AttentionPrecision::kBf16 && AmxBf16Available();
+  const bool bf16 = UsesBf16Tiles(precision);
   // Work items are groups of one image's heads. The bf16 kernel converts a
   // group's operands together (model/attention_kernel.h): as many heads as
   // keep its scratch within half of a 2 MiB L2, fewer where that would leave
@@ -102,8 +117,7 @@ at::Tensor CpuAttention(const at::Tensor& q_in, const at::Tensor& k_in, const at
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / groups_per_image;
       const int64_t first = (item % groups_per_image) * group;
-      amx_internal::AttentionHeads g;
-      g.first = shared;
+      amx_internal::AttentionHeads g = shared;
       g.first.q = q_data + n * q.stride(0) + first * q.stride(1);
       g.first.k = k_data + n * k.stride(0) + first * k.stride(1);
       g.first.v = v_data + n * v.stride(0) + first * v.stride(1);
@@ -112,11 +126,6 @@ at::Tensor CpuAttention(const at::Tensor& q_in, const at::Tensor& k_in, const at
       }
       g.first.out = out_data + n * out.stride(0) + first * out.stride(2);
       g.count = std::min(group, heads - first);
-      g.q_head_stride = q.stride(1);
-      g.k_head_stride = k.stride(1);
-      g.v_head_stride = v.stride(1);
-      g.mask_head_stride = mask.defined() ? mask.stride(1) : 0;
-      g.out_head_stride = out.stride(2);
       if (bf16) {
         amx_internal::AttendHeadsBf16(g, scratch_data);
       } else {

@@ -38,6 +38,11 @@ enum class AttentionPrecision {
 bool CpuAttentionApplies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const at::Tensor& mask);
 
+// The kernel CpuAttention runs for `precision` on this CPU: "amx_bf16",
+// "avx512_fp32", or "aten_matmul_softmax_fp32" where it never applies (no
+// AVX-512) and LibTorch's composition runs. For logs and benchmarks.
+const char* CpuAttentionKernel(AttentionPrecision precision);
+
 // softmax(q·kᵀ/sqrt(D) + mask)·v, [N, H, Lq, D] (a view whose memory is [N,
 // Lq, H, D], so that merging the heads back costs no copy), in `precision`.
 // Needs CpuAttentionApplies(); throws c10::Error otherwise.

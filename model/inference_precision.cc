@@ -401,14 +401,7 @@ class KernelFactory {
       summary.conv_kernel = absl::StrCat("patch_embedding_as_", summary.linear_kernel);
     }
     if (attentions_ > 0) {
-      // The CPU attention kernel that runs (model/cpu_attention.h), or LibTorch's composition.
-      if (!Avx512Available()) {
-        summary.attention_kernel = "aten_matmul_softmax_fp32";
-      } else if (AttentionComputesIn() == AttentionPrecision::kBf16 && AmxBf16Available()) {
-        summary.attention_kernel = "amx_bf16";
-      } else {
-        summary.attention_kernel = "avx512_fp32";
-      }
+      summary.attention_kernel = CpuAttentionKernel(AttentionComputesIn());
     }
     summary.linears = linears_;
     summary.convolutions = convolutions_;

@@ -26,9 +26,10 @@ OpenBlasRuntime FindOpenBlas() {
   return runtime;
 }
 
-// What OpenBLAS's SkylakeX kernels need: AVX-512 F, CD, BW, DQ and VL, with
-// the OS saving their registers (libgcc's check includes XCR0). x86 only.
-bool CpuRunsSkylakeXKernels() {
+}  // namespace
+
+// libgcc's check includes XCR0 (the OS saving the registers).
+bool CpuRunsOpenBlasSkylakeXKernels() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
@@ -39,8 +40,6 @@ bool CpuRunsSkylakeXKernels() {
 #endif
 }
 
-}  // namespace
-
 OpenBlasCore SelectOpenBlasCore() {
   const OpenBlasRuntime runtime = FindOpenBlas();
   OpenBlasCore core;
@@ -49,7 +48,7 @@ OpenBlasCore SelectOpenBlasCore() {
   core.selected = core.detected;
   if (runtime.dynamic_quit == nullptr || runtime.dynamic_init == nullptr) return core;
   if (core.detected != "Prescott" || std::getenv("OPENBLAS_CORETYPE") != nullptr ||
-      !CpuRunsSkylakeXKernels()) {
+      !CpuRunsOpenBlasSkylakeXKernels()) {
     return core;
   }
   setenv("OPENBLAS_CORETYPE", "SkylakeX", /*overwrite=*/0);

@@ -36,6 +36,10 @@ struct OpenBlasCore {
 // the kernel table as it is replaced.
 OpenBlasCore SelectOpenBlasCore();
 
+// Whether this CPU and OS can run OpenBLAS's SkylakeX kernels: AVX-512 F, CD,
+// BW, DQ and VL, with the OS saving their registers. False off x86.
+bool CpuRunsOpenBlasSkylakeXKernels();
+
 // The kernels OpenBLAS runs now ("SkylakeX", "Prescott", ...), or empty where
 // this process's BLAS is not OpenBLAS.
 std::string OpenBlasCoreName();

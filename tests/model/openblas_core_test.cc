@@ -17,17 +17,6 @@
 namespace oclip::testing {
 namespace {
 
-bool CpuHasAvx512ForSkylakeX() {
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512vl");
-#else
-  return false;
-#endif
-}
-
 // max |got - want| / max |want|, want in double.
 double RelativeError(const torch::Tensor& got, const torch::Tensor& want) {
   return (got.to(torch::kDouble) - want).abs().max().item<double>() /
@@ -41,7 +30,7 @@ TEST(OpenBlasCoreTest, SwitchesOnlyTheFallbackOfAnAvx512Cpu) {
   const std::string before = corename();
   const bool should_switch = before == "Prescott" &&
                              std::getenv("OPENBLAS_CORETYPE") == nullptr &&
-                             CpuHasAvx512ForSkylakeX();
+                             CpuRunsOpenBlasSkylakeXKernels();
   torch::manual_seed(5);
   const torch::Tensor a = torch::randn({257, 300});
   const torch::Tensor b = torch::randn({300, 190});
