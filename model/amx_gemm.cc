@@ -73,6 +73,9 @@ inline __m512 Activate(__m512 v) {
     return _mm512_mul_ps(half_v, _mm512_add_ps(erf, _mm512_set1_ps(1.0f)));
   } else if constexpr (kActivation == EpilogueActivation::kQuickGelu) {
     return _mm512_mul_ps(v, Sigmoid(_mm512_mul_ps(v, _mm512_set1_ps(1.702f))));
+  } else if constexpr (kActivation == EpilogueActivation::kRelu) {
+    // MAXPS returns its second operand where either is NaN: NaN stays NaN.
+    return _mm512_max_ps(_mm512_setzero_ps(), v);
   } else {
     return v;
   }
@@ -88,8 +91,9 @@ void ForEachVector(const float* x, float* y, int64_t count, F f) {
 }
 
 // Writes the 32 x 32 output block at (m0, n0) of either kernel's arguments:
-// out[m, n] = activation(value(i, r, j, m, bias)) + (residual[m, n] or 0),
-// where value gives the biased linear result of row r of row tile i and
+// out[m, n] = activation(value(i, r, j, m, bias)) + (residual[m, n] or 0)
+// (or activation(value + residual) where g.activation_after_residual), where
+// value gives the biased linear result of row r of row tile i and
 // column tile j (16 columns) as one vector, from the block's accumulators.
 // One fp32 write per element: the activation and residual cost no extra pass.
 template <EpilogueActivation kActivation, typename Args, typename Value>
@@ -112,11 +116,16 @@ inline void WriteBlock(const Args& g, int64_t m0, int64_t n0, Value value) {
       const int64_t m = m0 + i * kTileRows + r;
       if (m >= g.m) return;
       float* out_row = g.out + m * g.n + n0;
+      const float* residual_row = g.residual != nullptr ? g.residual + m * g.n + n0 : nullptr;
       for (int64_t j = 0; j < column_tiles; ++j) {
-        __m512 result = Activate<kActivation>(value(i, r, j, m, biases[j]));
-        if (g.residual != nullptr) {
-          result = _mm512_add_ps(
-              result, _mm512_maskz_loadu_ps(masks[j], g.residual + m * g.n + n0 + j * kTileRows));
+        __m512 result = value(i, r, j, m, biases[j]);
+        if (residual_row == nullptr) {
+          result = Activate<kActivation>(result);
+        } else {
+          const __m512 residual = _mm512_maskz_loadu_ps(masks[j], residual_row + j * kTileRows);
+          result = g.activation_after_residual
+                       ? Activate<kActivation>(_mm512_add_ps(result, residual))
+                       : _mm512_add_ps(Activate<kActivation>(result), residual);
         }
         _mm512_mask_storeu_ps(out_row + j * kTileRows, masks[j], result);
       }
@@ -159,6 +168,8 @@ Function EpilogueFor(EpilogueActivation activation) {
       return Pick<EpilogueActivation::kGelu>::kFunction;
     case EpilogueActivation::kQuickGelu:
       return Pick<EpilogueActivation::kQuickGelu>::kFunction;
+    case EpilogueActivation::kRelu:
+      return Pick<EpilogueActivation::kRelu>::kFunction;
     case EpilogueActivation::kNone:
       break;
   }

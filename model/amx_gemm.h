@@ -82,14 +82,19 @@ void QuantizeRowsToTiles(const float* x, int64_t rows, int64_t k, int64_t k_padd
 // What the epilogue applies to the linear result v before it writes it:
 //   kGelu       0.5 v (1 + erf(v / sqrt(2)))   (exact GELU, as torch::gelu)
 //   kQuickGelu  v sigmoid(1.702 v)              (OpenAI CLIP's QuickGELU)
-enum class EpilogueActivation : int32_t { kNone = 0, kGelu = 1, kQuickGelu = 2 };
+//   kRelu       max(v, 0), NaN kept             (as torch::relu)
+enum class EpilogueActivation : int32_t { kNone = 0, kGelu = 1, kQuickGelu = 2, kRelu = 3 };
 
 // What either GEMM writes, and where: out[i, j] for i < m, j < n.
 struct GemmOutput {
   const float* bias = nullptr;  // [n] or null
   float* out = nullptr;         // [m, n] row-major
   EpilogueActivation activation = EpilogueActivation::kNone;
-  const float* residual = nullptr;  // [m, n] row-major, added last; or null
+  const float* residual = nullptr;  // [m, n] row-major; or null
+  // Where the residual is added: false, after the activation (the
+  // transformer's x + mlp(x)); true, before it (the ResNet's
+  // relu(conv(x) + identity)).
+  bool activation_after_residual = false;
   int64_t m = 0, n = 0, k_padded = 0;
   int64_t m_padded = 0;  // multiple of kBlockRows
   int64_t n_padded = 0;  // multiple of kBlockCols
@@ -113,7 +118,8 @@ struct GemmArgs : GemmOutput {
 //   v = fma(float(acc - zero_point[m] * column_sum[n]),
 //           row_scale[m] * column_scale[n], bias[n] or 0)
 //   out[m, n] = activation(v) + (residual[m, n] or 0)
-// (one fp32 write per element: the activation and residual cost no extra pass).
+// or activation(v + residual[m, n]) where activation_after_residual (one
+// fp32 write per element: the activation and residual cost no extra pass).
 void AmxGemm(const GemmArgs& args, int64_t row_begin, int64_t row_end, int64_t col_block_begin,
              int64_t col_block_end);
 
@@ -149,6 +155,7 @@ struct Bf16x3GemmArgs : GemmOutput {
 // blocks given,
 //   acc = sum_k (a_hi b_hi + a_lo b_hi + a_hi b_lo)[m, n, k]   (fp32 accumulation)
 //   out[m, n] = activation(acc + bias[n] or 0) + (residual[m, n] or 0)
+// (the residual first where activation_after_residual, as AmxGemm).
 // The dropped a_lo b_lo term and the bits below lo are ~2^-16 of each
 // product: an fp32 GEMM to within a few 1e-6 relative, at three bf16 tile
 // products per step.

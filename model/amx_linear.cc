@@ -110,7 +110,8 @@ struct FloatOperands {
                 const AmxInputLayerNorm& input_norm)
       : bias(bias.defined() ? bias.to(at::kFloat).contiguous() : bias),
         residual(epilogue.residual.defined() ? epilogue.residual.to(at::kFloat).contiguous()
-                                             : epilogue.residual) {
+                                             : epilogue.residual),
+        activation_after_residual(epilogue.activation_after_residual) {
     if (!input_norm.weight.defined()) return;
     norm_weight = input_norm.weight.to(at::kFloat).contiguous();
     norm_bias = input_norm.bias.to(at::kFloat).contiguous();
@@ -124,7 +125,8 @@ struct FloatOperands {
   const amx_internal::RowLayerNorm* Norm() const { return norm_weight.defined() ? &norm : nullptr; }
 
   at::Tensor bias;
-  at::Tensor residual;
+  at::Tensor residual;  // row-major, as the output
+  bool activation_after_residual;
   at::Tensor norm_weight;
   at::Tensor norm_bias;
   amx_internal::RowLayerNorm norm{};
@@ -139,6 +141,7 @@ amx_internal::GemmOutput OutputOf(const PackedWeight& weight, const FloatOperand
   output.out = out.data_ptr<float>();
   output.activation = activation;
   output.residual = operands.ResidualData();
+  output.activation_after_residual = operands.activation_after_residual;
   output.m = m;
   output.n = weight.out_features;
   output.k_padded = weight.padded_in;
@@ -388,7 +391,7 @@ Bf16x3PackedWeight PackBf16x3Conv3x3Weight(const at::Tensor& weight) {
 }
 
 at::Tensor AmxBf16x3Conv3x3(const at::Tensor& x, const Bf16x3PackedWeight& weight,
-                            const at::Tensor& bias) {
+                            const at::Tensor& bias, const AmxEpilogue& epilogue) {
   TORCH_CHECK(
       AmxBf16Available(),
       "AmxBf16x3Conv3x3 needs a CPU with AMX-BF16 and AVX512-BF16 (and Linux's permission)");
@@ -400,6 +403,12 @@ at::Tensor AmxBf16x3Conv3x3(const at::Tensor& x, const Bf16x3PackedWeight& weigh
               "AmxBf16x3Conv3x3: bias ", bias.sizes(), " does not match ", weight.out_features,
               " outputs");
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+  TORCH_CHECK(!epilogue.residual.defined() ||
+                  epilogue.residual.sizes() ==
+                      at::IntArrayRef({batch, weight.out_features, height, width}),
+              "AmxBf16x3Conv3x3: residual ", epilogue.residual.sizes(),
+              " does not have the output's shape [", batch, ", ", weight.out_features, ", ",
+              height, ", ", width, "]");
   const int64_t m = batch * height * width;
   // NHWC in memory, as [N, H, W, C].
   const at::Tensor pixels =
@@ -407,10 +416,13 @@ at::Tensor AmxBf16x3Conv3x3(const at::Tensor& x, const Bf16x3PackedWeight& weigh
   at::Tensor out = at::empty({batch, height, width, weight.out_features}, at::kFloat);
   if (m == 0) return out.permute({0, 3, 1, 2});
 #if OCLIP_HAVE_AMX_KERNEL
-  const FloatOperands operands(bias, {}, {});
+  // The residual as the output's rows: [N, H, W, out].
+  AmxEpilogue row_epilogue = epilogue;
+  if (epilogue.residual.defined()) row_epilogue.residual = epilogue.residual.permute({0, 2, 3, 1});
+  const FloatOperands operands(bias, row_epilogue, {});
   at::Tensor rows = out.view({m, weight.out_features});
   const float* x_data = pixels.data_ptr<float>();
-  RunBf16x3(weight, operands, AmxActivation::kNone, rows, m,
+  RunBf16x3(weight, operands, epilogue.activation, rows, m,
             [&](int64_t begin, int64_t end, uint16_t* a) {
               amx_internal::SplitPatchRowsToBf16Tiles(x_data, batch, height, width, channels, begin,
                                                       end, a);

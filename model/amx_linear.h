@@ -74,18 +74,22 @@ struct Int8PackedWeight {
 Int8PackedWeight PackInt8Weight(const at::Tensor& weight);
 
 // What AmxInt8Linear and AmxBf16x3Linear may fold into their one fp32 write
-// of y (the "epilogue"): an activation of y, then a residual added:
-// out = residual + activation(y).
+// of y (the "epilogue"): an activation of y and a residual added,
+// out = residual + activation(y), or out = activation(y + residual) where
+// activation_after_residual.
 //   kGelu       exact (erf) GELU, as torch::gelu / nn.GELU()
 //   kQuickGelu  y * sigmoid(1.702 y), OpenAI CLIP's QuickGELU
-// Both within ~1e-6 of the exact functions (amx_gemm.h's VectorErf and
-// VectorSigmoid), far below the int8 quantization error and within
-// OpenCLIP parity for fp32. The kernel's own enum, so that it passes through
-// unconverted.
+//   kRelu       max(y, 0), as torch::relu (exact)
+// GELU and QuickGELU within ~1e-6 of the exact functions (amx_gemm.h's
+// VectorErf and VectorSigmoid), far below the int8 quantization error and
+// within OpenCLIP parity for fp32. The kernel's own enum, so that it passes
+// through unconverted.
 using AmxActivation = amx_internal::EpilogueActivation;
 struct AmxEpilogue {
   AmxActivation activation = AmxActivation::kNone;
   at::Tensor residual;  // the output's shape [..., N], any float dtype; or undefined
+  // false: the transformer's x + mlp(x); true: the ResNet's relu(conv(x) + identity).
+  bool activation_after_residual = false;
 };
 
 // A LayerNorm over x's last dimension (torch::layer_norm with this weight,
@@ -135,10 +139,12 @@ at::Tensor AmxBf16x3Linear(const at::Tensor& x, const Bf16x3PackedWeight& weight
 // = C rounded up to 32, zero-padded); AmxBf16x3Conv3x3 takes x [N, C, H, W]
 // (channels-last in memory avoids a copy) and bias [out] or undefined, and
 // returns [N, out, H, W], channels-last, fp32, within a few 1e-6 of the fp32
-// convolution. Needs AmxBf16Available(); throws c10::Error on shape mismatches.
+// convolution, with the epilogue applied as AmxBf16x3Linear does (its
+// residual [N, out, H, W], any memory format). Needs AmxBf16Available();
+// throws c10::Error on shape mismatches.
 Bf16x3PackedWeight PackBf16x3Conv3x3Weight(const at::Tensor& weight);
 at::Tensor AmxBf16x3Conv3x3(const at::Tensor& x, const Bf16x3PackedWeight& weight,
-                            const at::Tensor& bias);
+                            const at::Tensor& bias, const AmxEpilogue& epilogue = {});
 
 }  // namespace oclip
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "model/amx_linear.h"
+#include "model/bf16_relu.h"
 #include "model/modified_resnet.h"
 #include "model/vision_transformer.h"
 
@@ -74,6 +75,27 @@ class Int8DynamicLinearKernel : public PackedKernel {
   bool reduce_range_;
 };
 
+// The epilogue as the AMX kernels (model/amx_linear.h) take it.
+AmxEpilogue ToAmxEpilogue(const LinearEpilogue& epilogue) {
+  AmxEpilogue fused;
+  fused.residual = epilogue.residual;
+  fused.activation_after_residual = epilogue.activation_after_residual;
+  if (epilogue.activation.has_value()) {
+    switch (*epilogue.activation) {
+      case Activation::kGelu:
+        fused.activation = AmxActivation::kGelu;
+        break;
+      case Activation::kQuickGelu:
+        fused.activation = AmxActivation::kQuickGelu;
+        break;
+      case Activation::kRelu:
+        fused.activation = AmxActivation::kRelu;
+        break;
+    }
+  }
+  return fused;
+}
+
 // A Linear on AMX tiles (model/amx_linear.h), its weight packed once: int8
 // (weights per output channel, activations quantized per row on every call,
 // exact int32 accumulation) or fp32 as bf16x3 (each operand split into two
@@ -91,9 +113,9 @@ class AmxLinearKernel : public PackedKernel {
     return kLinear(x, weight_, bias_, {}, {});
   }
 
-  // The transformers' GELU / QuickGELU and residual adds are applied while the
-  // kernel writes its fp32 output, their LayerNorms while it reads its input;
-  // ReLU (no transformer uses it) runs unfused.
+  // The transformers' GELU / QuickGELU and residual adds, and the ResNet's
+  // ReLU after its residual add, are applied while the kernel writes its fp32
+  // output, the LayerNorms while it reads its input.
   torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const override {
     return RunAmx(x, epilogue, nullptr);
   }
@@ -105,28 +127,13 @@ class AmxLinearKernel : public PackedKernel {
  private:
   torch::Tensor RunAmx(const torch::Tensor& x, const LinearEpilogue& epilogue,
                        LayerNormImpl* ln) const {
-    AmxEpilogue fused;
-    fused.residual = epilogue.residual;
-    if (epilogue.activation.has_value()) {
-      switch (*epilogue.activation) {
-        case Activation::kGelu:
-          fused.activation = AmxActivation::kGelu;
-          break;
-        case Activation::kQuickGelu:
-          fused.activation = AmxActivation::kQuickGelu;
-          break;
-        case Activation::kRelu:
-          return ln != nullptr ? PackedKernel::RunNormalizedFused(x, *ln, epilogue)
-                               : PackedKernel::RunFused(x, epilogue);
-      }
-    }
     AmxInputLayerNorm norm;
     if (ln != nullptr) {
       norm.weight = ln->weight;
       norm.bias = ln->bias;
       norm.eps = ln->eps;
     }
-    return kLinear(x, weight_, bias_, fused, norm);
+    return kLinear(x, weight_, bias_, ToAmxEpilogue(epilogue), norm);
   }
 
   PackedWeight weight_;
@@ -201,6 +208,21 @@ class ConvKernel : public PackedKernel {
                          stride_, padding_);
   }
 
+  // The ResNet's relu(conv(x) + identity) in place on the convolution's
+  // output, which is this call's own: no second activation-sized buffer per
+  // step (the bf16 ones cost as much as the fp32 ones in LibTorch 1.13).
+  torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const override {
+    if (epilogue.activation != Activation::kRelu ||
+        (epilogue.residual.defined() &&
+         (!epilogue.activation_after_residual || epilogue.residual.scalar_type() != dtype_))) {
+      return PackedKernel::RunFused(x, epilogue);
+    }
+    torch::Tensor y = Run(x);
+    if (TryAddReluBf16InPlace(y, epilogue.residual)) return y;
+    if (epilogue.residual.defined()) y.add_(epilogue.residual);
+    return y.relu_();
+  }
+
  private:
   torch::Tensor weight_;
   torch::Tensor bias_;
@@ -218,12 +240,19 @@ class PointwiseConvKernel : public PackedKernel {
   explicit PointwiseConvKernel(std::shared_ptr<const PackedKernel> linear)
       : linear_(std::move(linear)) {}
 
-  torch::Tensor Run(const torch::Tensor& x) const override {
+  torch::Tensor Run(const torch::Tensor& x) const override { return RunFused(x, {}); }
+
+  // The linear kernel's epilogue, the residual [N, out, H, W] as its rows.
+  torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const override {
     const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
     const torch::Tensor pixels = x.contiguous(at::MemoryFormat::ChannelsLast)
                                      .permute({0, 2, 3, 1})
                                      .reshape({n * h * w, c});
-    const torch::Tensor y = linear_->Run(pixels);
+    LinearEpilogue rows = epilogue;
+    if (epilogue.residual.defined()) {
+      rows.residual = epilogue.residual.permute({0, 2, 3, 1}).reshape({n * h * w, -1});
+    }
+    const torch::Tensor y = linear_->RunFused(pixels, rows);
     return y.view({n, h, w, y.size(1)}).permute({0, 3, 1, 2});
   }
 
@@ -241,6 +270,9 @@ class Bf16x3Conv3x3Kernel : public PackedKernel {
 
   torch::Tensor Run(const torch::Tensor& x) const override {
     return AmxBf16x3Conv3x3(x, weight_, bias_);
+  }
+  torch::Tensor RunFused(const torch::Tensor& x, const LinearEpilogue& epilogue) const override {
+    return AmxBf16x3Conv3x3(x, weight_, bias_, ToAmxEpilogue(epilogue));
   }
 
  private:

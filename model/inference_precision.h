@@ -18,12 +18,16 @@
 //         into them. OCLIP_FP32_MATMUL_PRECISION=highest keeps LibTorch's fp32
 //         GEMMs instead (as it does on other CPUs). The ResNet's 1x1 and
 //         stride-1 3x3 convolutions run as such GEMMs over the pixels (and
-//         their 3x3 patches) there too. The split copies take as much memory
+//         their 3x3 patches) there too, with their ReLU and the bottleneck's
+//         residual add fused in. The split copies take as much memory
 //         as the fp32 weights they come from, which the model keeps (as bf16
 //         and int8 keep theirs): "highest" prepares no copy.
 //   bf16  every Linear, the attention's packed in_proj and every convolution in
 //         bfloat16 (oneDNN; AMX where the CPU has it), fp32 in between
-//         (LayerNorm, softmax, residuals): feature cosine >= 0.999 to fp32.
+//         (LayerNorm, softmax, residuals) except in the ResNet, whose
+//         activations stay bf16 from convolution to convolution (its ReLU and
+//         residual adds one AVX-512 pass, model/bf16_relu.h): feature cosine
+//         >= 0.999 to fp32.
 //         Where the CPU has AMX-BF16, the transformer blocks' attention
 //         products (q·kᵀ, p·v) run in bf16 on its tiles too
 //         (model/cpu_attention.h), as they do for int8.

@@ -27,8 +27,13 @@ torch::Tensor Activate(Activation activation, const torch::Tensor& x) {
 torch::Tensor PackedKernel::RunFused(const torch::Tensor& x,
                                      const LinearEpilogue& epilogue) const {
   torch::Tensor y = Run(x);
+  if (epilogue.activation_after_residual && epilogue.residual.defined()) {
+    y = y + epilogue.residual;
+  }
   if (epilogue.activation.has_value()) y = Activate(*epilogue.activation, y);
-  if (epilogue.residual.defined()) y = epilogue.residual + y;
+  if (!epilogue.activation_after_residual && epilogue.residual.defined()) {
+    y = epilogue.residual + y;
+  }
   return y;
 }
 
@@ -79,6 +84,16 @@ Conv2dImpl::Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel
 torch::Tensor Conv2dImpl::forward(const torch::Tensor& x) {
   if (UsePacked(packed)) return packed->Run(x);
   return torch::conv2d(x, weight, bias, stride, padding);
+}
+
+torch::Tensor Conv2dImpl::ForwardNormRelu(const torch::Tensor& x, BatchNorm2dImpl& bn,
+                                          const torch::Tensor& residual) {
+  if (UsePacked(packed) && bn.folded_into_conv) {
+    return packed->RunFused(x, {Activation::kRelu, residual, /*activation_after_residual=*/true});
+  }
+  torch::Tensor y = bn.forward(forward(x));
+  if (residual.defined()) y = y + residual;
+  return torch::relu(y);
 }
 
 BatchNorm2dImpl::BatchNorm2dImpl(int64_t channels, const torch::TensorOptions& options) {

@@ -34,11 +34,15 @@ enum class Activation { kGelu, kQuickGelu, kRelu };
 
 torch::Tensor Activate(Activation activation, const torch::Tensor& x);
 
-// What may follow a Linear and be folded into its kernel's output write:
-// out = residual + Activate(activation, y), each part optional.
+// What may follow a Linear or convolution and be folded into its kernel's
+// output write: out = residual + Activate(activation, y) (the transformer's
+// x + mlp(x)), or out = Activate(activation, y + residual) where
+// activation_after_residual (the ResNet's relu(conv(x) + identity)); each
+// part optional.
 struct LinearEpilogue {
   std::optional<Activation> activation;
   torch::Tensor residual;  // y's shape, or undefined
+  bool activation_after_residual = false;
 };
 
 class LayerNormImpl;
@@ -89,12 +93,19 @@ class LayerNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LayerNorm);
 
+class BatchNorm2dImpl;
+
 class Conv2dImpl : public torch::nn::Module {
  public:
   Conv2dImpl(int64_t in_channels, int64_t out_channels, int64_t kernel,
              int64_t stride, int64_t padding, bool bias,
              const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x);
+  // relu(bn(forward(x)) + residual) (residual undefined: none), the ResNet's
+  // convolution, normalization and activation. Under InferenceMode, with bn
+  // folded into the packed kernel, that kernel applies the rest as it writes.
+  torch::Tensor ForwardNormRelu(const torch::Tensor& x, BatchNorm2dImpl& bn,
+                                const torch::Tensor& residual = {});
 
   torch::Tensor weight;  // [out, in, k, k]
   torch::Tensor bias;

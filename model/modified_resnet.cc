@@ -48,11 +48,10 @@ BottleneckImpl::BottleneckImpl(int64_t inplanes, int64_t planes, int64_t stride_
 }
 
 torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
-  torch::Tensor out = torch::relu(bn1(conv1(x)));
-  out = torch::relu(bn2(conv2(out)));
-  out = bn3(conv3(AvgPool(out, stride)));
-  torch::Tensor identity = downsample ? downsample(x) : x;
-  return torch::relu(out + identity);
+  torch::Tensor out = conv1->ForwardNormRelu(x, *bn1);
+  out = conv2->ForwardNormRelu(out, *bn2);
+  const torch::Tensor identity = downsample ? downsample(x) : x;
+  return conv3->ForwardNormRelu(AvgPool(out, stride), *bn3, identity);
 }
 
 AttentionPool2dImpl::AttentionPool2dImpl(int64_t spatial_dim, int64_t embed_dim,
@@ -139,9 +138,9 @@ torch::Tensor ModifiedResNetImpl::forward(const torch::Tensor& images) {
 
 torch::Tensor ModifiedResNetImpl::ForwardBatch(const torch::Tensor& images) {
   torch::Tensor x = images.to(conv1->weight.dtype());
-  x = torch::relu(bn1(conv1(x)));
-  x = torch::relu(bn2(conv2(x)));
-  x = torch::relu(bn3(conv3(x)));
+  x = conv1->ForwardNormRelu(x, *bn1);
+  x = conv2->ForwardNormRelu(x, *bn2);
+  x = conv3->ForwardNormRelu(x, *bn3);
   x = torch::avg_pool2d(x, 2);
   for (auto& stage : stages) {
     for (auto& block : stage) x = block(x);

@@ -322,16 +322,48 @@ TEST(Int8GemmEpilogueMathTest, ExpAndSigmoidWithinFewUlpOfStdExpInDouble) {
 // QuickGELU as OpenCLIP writes it: x * torch.sigmoid(1.702 * x).
 torch::Tensor QuickGelu(const torch::Tensor& x) { return x * torch::sigmoid(1.702 * x); }
 
-// Each activation the epilogue can fold in, and what it makes of y.
+// Each activation the epilogue can fold in.
 struct ActivationCase {
   AmxActivation activation;
-  torch::Tensor expected;
   const char* name;
 };
-std::vector<ActivationCase> ActivationCases(const torch::Tensor& y) {
-  return {{AmxActivation::kNone, y, "none"},
-          {AmxActivation::kGelu, torch::gelu(y), "gelu"},
-          {AmxActivation::kQuickGelu, QuickGelu(y), "quick_gelu"}};
+const ActivationCase kActivationCases[] = {{AmxActivation::kNone, "none"},
+                                           {AmxActivation::kGelu, "gelu"},
+                                           {AmxActivation::kQuickGelu, "quick_gelu"},
+                                           {AmxActivation::kRelu, "relu"}};
+
+// What the activation makes of y, as LibTorch computes it.
+torch::Tensor Activated(AmxActivation activation, const torch::Tensor& y) {
+  switch (activation) {
+    case AmxActivation::kGelu:
+      return torch::gelu(y);
+    case AmxActivation::kQuickGelu:
+      return QuickGelu(y);
+    case AmxActivation::kRelu:
+      return torch::relu(y);
+    case AmxActivation::kNone:
+      break;
+  }
+  return y;
+}
+
+// The epilogue's result for the linear result y, as the unfused ops give it.
+torch::Tensor EpilogueOf(const AmxEpilogue& epilogue, const torch::Tensor& y) {
+  if (!epilogue.residual.defined()) return Activated(epilogue.activation, y);
+  const torch::Tensor residual = epilogue.residual.to(y.scalar_type());
+  return epilogue.activation_after_residual ? Activated(epilogue.activation, y + residual)
+                                            : residual + Activated(epilogue.activation, y);
+}
+
+// No residual, the transformer's residual after the activation, the ResNet's
+// before it.
+std::vector<AmxEpilogue> EpiloguesOf(AmxActivation activation, const torch::Tensor& residual) {
+  std::vector<AmxEpilogue> epilogues(3);
+  for (AmxEpilogue& epilogue : epilogues) epilogue.activation = activation;
+  epilogues[1].residual = residual;
+  epilogues[2].residual = residual;
+  epilogues[2].activation_after_residual = true;
+  return epilogues;
 }
 
 TEST(Int8GemmTest, FusedEpilogueMatchesUnfusedKernelThenActivationAndResidual) {
@@ -349,17 +381,15 @@ TEST(Int8GemmTest, FusedEpilogueMatchesUnfusedKernelThenActivationAndResidual) {
     const torch::Tensor residual = torch::randn({s.m, s.n}) * 3.0;
     const Int8PackedWeight packed = PackInt8Weight(weight);
     const torch::Tensor y = AmxInt8Linear(x, packed, bias);
-    for (const ActivationCase& c : ActivationCases(y)) {
-      for (const bool with_residual : {false, true}) {
-        AmxEpilogue epilogue;
-        epilogue.activation = c.activation;
-        if (with_residual) epilogue.residual = residual;
+    for (const ActivationCase& c : kActivationCases) {
+      for (const AmxEpilogue& epilogue : EpiloguesOf(c.activation, residual)) {
         const torch::Tensor fused = AmxInt8Linear(x, packed, bias, epilogue);
-        const torch::Tensor expected = with_residual ? residual + c.expected : c.expected;
+        const torch::Tensor expected = EpilogueOf(epilogue, y);
         ASSERT_EQ(fused.sizes(), expected.sizes());
         const double error = (fused - expected).abs().max().item<double>();
-        EXPECT_LE(error, 1e-5) << "m " << s.m << " n " << s.n << " k " << s.k << " "
-                               << c.name << " residual " << with_residual;
+        EXPECT_LE(error, 1e-5) << "m " << s.m << " n " << s.n << " k " << s.k << " " << c.name
+                               << " residual " << epilogue.residual.defined() << " before "
+                               << epilogue.activation_after_residual;
       }
     }
   }
@@ -571,16 +601,16 @@ TEST(Bf16x3GemmTest, FusedLayerNormActivationAndResidualMatchTheOpsInDouble) {
         torch::layer_norm(x.to(torch::kDouble), {s.k}, gamma.to(torch::kDouble),
                           beta.to(torch::kDouble), 1e-5);
     const torch::Tensor y = DoubleLinear(normalized, weight, bias);
-    for (const ActivationCase& c : ActivationCases(y)) {
-      AmxEpilogue epilogue;
-      epilogue.activation = c.activation;
-      epilogue.residual = residual;
-      const torch::Tensor fused =
-          AmxBf16x3Linear(x, packed, bias, epilogue, AmxInputLayerNorm{gamma, beta, 1e-5});
-      const torch::Tensor expected = residual.to(torch::kDouble) + c.expected;
-      ASSERT_EQ(fused.sizes(), expected.sizes());
-      EXPECT_LE(RelativeMaxError(fused, expected), 2e-5)
-          << "m " << s.m << " n " << s.n << " k " << s.k << " " << c.name;
+    for (const ActivationCase& c : kActivationCases) {
+      for (const AmxEpilogue& epilogue : EpiloguesOf(c.activation, residual)) {
+        const torch::Tensor fused =
+            AmxBf16x3Linear(x, packed, bias, epilogue, AmxInputLayerNorm{gamma, beta, 1e-5});
+        const torch::Tensor expected = EpilogueOf(epilogue, y);
+        ASSERT_EQ(fused.sizes(), expected.sizes());
+        EXPECT_LE(RelativeMaxError(fused, expected), 2e-5)
+            << "m " << s.m << " n " << s.n << " k " << s.k << " " << c.name << " residual "
+            << epilogue.residual.defined() << " before " << epilogue.activation_after_residual;
+      }
     }
   }
 }
@@ -642,10 +672,26 @@ TEST(Bf16x3GemmTest, Conv3x3WithinAFewMillionthsOfTheConvolutionInDouble) {
         EXPECT_LE(RelativeMaxError(y, expected), 2e-5)
             << c.batch << "x" << c.channels << "x" << c.height << "x" << c.width << " -> " << c.out
             << " bias " << with_bias << " channels_last " << channels_last;
+        // The ResNet's relu(conv(x) + identity), the identity in either layout.
+        torch::Tensor identity = torch::randn(expected.sizes()) * 2.0;
+        if (!channels_last) identity = identity.contiguous(at::MemoryFormat::ChannelsLast);
+        for (const AmxEpilogue& epilogue : EpiloguesOf(AmxActivation::kRelu, identity)) {
+          EXPECT_LE(RelativeMaxError(AmxBf16x3Conv3x3(x, packed, bias, epilogue),
+                                     EpilogueOf(epilogue, expected)),
+                    2e-5)
+              << c.batch << "x" << c.channels << "x" << c.height << "x" << c.width << " -> "
+              << c.out << " relu, residual " << epilogue.residual.defined() << " before "
+              << epilogue.activation_after_residual;
+        }
       }
     }
   }
   const Bf16x3PackedWeight packed = PackBf16x3Conv3x3Weight(torch::randn({8, 32, 3, 3}));
+  AmxEpilogue wrong_residual;
+  wrong_residual.residual = torch::randn({1, 8, 4, 5});
+  EXPECT_THROW(AmxBf16x3Conv3x3(torch::randn({1, 32, 4, 4}), packed, torch::Tensor(),
+                                wrong_residual),
+               c10::Error);
   EXPECT_THROW(AmxBf16x3Conv3x3(torch::randn({1, 33, 4, 4}), packed, torch::Tensor()), c10::Error);
   EXPECT_THROW(AmxBf16x3Conv3x3(torch::randn({1, 32, 4, 4}), packed, torch::randn({7})),
                c10::Error);
