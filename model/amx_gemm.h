@@ -170,9 +170,9 @@ void AmxBf16x3Gemm(const Bf16x3GemmArgs& args, int64_t row_begin, int64_t row_en
 //                  through the subnormals to 0); within 2 ulp.
 //   VectorSigmoid  1 / (1 + exp(-x)), as exp(x) / (1 + exp(x)) for x < 0 so
 //                  that tiny results keep their precision; within a few ulp.
-//   VectorErf      Abramowitz & Stegun 7.1.26 (as PyTorch's vectorized erf),
-//                  odd in x; within 1e-6 absolute (the formula's own error is
-//                  1.5e-7).
+//   VectorErf      a rational fit x P(x^2) / Q(x^2) on [-4, 4], +-1 beyond,
+//                  odd in x; within 1e-6 absolute (the fit's own error is
+//                  6e-8).
 void VectorExp(const float* x, float* y, int64_t count);
 void VectorSigmoid(const float* x, float* y, int64_t count);
 void VectorErf(const float* x, float* y, int64_t count);

@@ -21,7 +21,7 @@ inline __mmask16 FirstLanes(int64_t count) {
 }
 
 // 1 / d to ~1 ulp: the 14-bit estimate and one Newton step, much cheaper
-// than a division. d must be finite and nonzero (callers keep d in [1, 5]).
+// than a division. d must be finite and nonzero (callers keep d in [1, 180]).
 inline __m512 Reciprocal(__m512 d) {
   const __m512 r = _mm512_rcp14_ps(d);
   return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0f)), r);
