@@ -23,7 +23,8 @@
 //         as the fp32 weights they come from, which the model keeps (as bf16
 //         and int8 keep theirs): "highest" prepares no copy.
 //   bf16  every Linear, the attention's packed in_proj and every convolution in
-//         bfloat16 (oneDNN; AMX where the CPU has it), fp32 in between
+//         bfloat16 (oneDNN, convolution weights reordered once and the ReLU
+//         that follows folded in; AMX where the CPU has it), fp32 in between
 //         (LayerNorm, softmax, residuals) except in the ResNet, whose
 //         activations stay bf16 from convolution to convolution (its ReLU and
 //         residual adds one AVX-512 pass, model/bf16_relu.h): feature cosine

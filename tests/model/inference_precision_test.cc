@@ -9,10 +9,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "model/amx_linear.h"
@@ -149,6 +152,51 @@ TEST_P(PrecisionParityTest, Bf16CosineAtLeast0999) {
 
 TEST_P(PrecisionParityTest, Int8CosineAtLeast099) {
   ExpectCosines(GetParam(), InferencePrecision::kInt8, 0.99);
+}
+
+// A prepared model serves concurrent forwards (oclip serve's workers share
+// one), its first ones included (kernels that finish preparing on first use):
+// every thread gets what one forward at a time on a twin model gives, to the
+// bit up to the kernels' own accumulation order.
+TEST_P(PrecisionParityTest, ConcurrentForwardsMatchOneAtATime) {
+  const std::string& name = GetParam();
+  const torch::Tensor images = LoadReferenceTensor(name + ".expected.safetensors", "images");
+  for (const InferencePrecision precision :
+       {InferencePrecision::kFp32, InferencePrecision::kBf16, InferencePrecision::kInt8}) {
+    std::shared_ptr<ClipModel> model = LoadPrepared(name, precision);
+    std::shared_ptr<ClipModel> twin = LoadPrepared(name, precision);
+    ASSERT_NE(model, nullptr);
+    ASSERT_NE(twin, nullptr);
+    torch::Tensor alone;
+    {
+      torch::InferenceMode inference;
+      absl::StatusOr<torch::Tensor> features = twin->EncodeImage(images);
+      ASSERT_TRUE(features.ok()) << features.status();
+      alone = *features;
+    }
+    constexpr int kThreads = 4;
+    std::vector<double> errors(kThreads, -1.0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        torch::InferenceMode inference;
+        double worst = 0.0;
+        for (int call = 0; call < 3; ++call) {
+          absl::StatusOr<torch::Tensor> features = model->EncodeImage(images);
+          if (!features.ok()) return;  // errors[t] stays -1
+          worst = std::max(worst, (*features - alone).abs().max().item<double>());
+        }
+        errors[t] = worst;
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    for (int t = 0; t < kThreads; ++t) {
+      EXPECT_GE(errors[t], 0.0) << name << " " << InferencePrecisionName(precision)
+                                << ": thread " << t << " failed to encode";
+      EXPECT_LE(errors[t], 1e-6) << name << " " << InferencePrecisionName(precision)
+                                 << ": thread " << t;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, PrecisionParityTest,
