@@ -48,11 +48,15 @@ echo "# commit: $(git rev-parse --short HEAD) date: $(date -u +%F)"
 # "Prescott" kernels, ~4x slower, and Python's fp32 reference with it. Both
 # sides then run with the AVX-512 kernels instead, so that the reference is
 # what a tuned Python install gets; the header says so.
+# The untuned reference, Python as Debian installs it, is measured too (fp32,
+# the "python*" rows): it is what a user of python3-torch gets here.
+as_installed=0
 if want models && [[ -z "${OPENBLAS_CORETYPE:-}" ]] && grep -qw avx512f /proc/cpuinfo; then
   openblas_core="$(OPENBLAS_VERBOSE=2 /usr/bin/python3 -c \
     'import torch; torch.ones(64, 64) @ torch.ones(64, 64)' 2>&1 | sed -n 's/^Core: //p' | head -n 1)"
   if [[ "$openblas_core" == "Prescott" ]]; then
     export OPENBLAS_CORETYPE=SkylakeX
+    as_installed=1
     echo "# OpenBLAS did not recognize this CPU (core Prescott): OPENBLAS_CORETYPE=SkylakeX for both sides"
   fi
 fi
@@ -82,6 +86,16 @@ if want models; then
   results="$work/models.tsv"
   : >"$results"
   for model in ${OCLIP_BENCH_MODELS:-ViT-B-32 RN50}; do
+    if [ "$as_installed" = 1 ]; then
+      if line="$(env -u OPENBLAS_CORETYPE /usr/bin/python3 bench/python/encode_reference.py \
+            --model "$model" --precision fp32 --batch-images "$batch" --batch-texts "$batch" \
+            --threads "$threads" --seconds "$seconds" 2>"$work/err")"; then
+        echo "$line"
+        printf 'python*\t%s\tfp32\t%s\n' "$model" "$line" >>"$results"
+      else
+        printf 'python*\t%s\tfp32\tFAILED: %s\n' "$model" "$(tail -n 1 "$work/err")" >>"$results"
+      fi
+    fi
     for precision in ${OCLIP_BENCH_PRECISIONS:-fp32 bf16 int8}; do
       if line="$(/usr/bin/python3 bench/python/encode_reference.py --model "$model" \
             --precision "$precision" --batch-images "$batch" --batch-texts "$batch" \
@@ -110,26 +124,33 @@ if want models; then
   /usr/bin/python3 - "$results" "$batch" "$threads" "$text_tokens" <<'TABLE'
 import json, sys
 rows = [line.rstrip("\n").split("\t", 3) for line in open(sys.argv[1])]
-base = {}
+base = {"python": {}, "python*": {}}  # fp32 references by model
 for impl, model, precision, data in rows:
-    if impl == "python" and precision == "fp32" and not data.startswith("FAILED"):
-        base[model] = json.loads(data)
-def ratio(value, model, key):
-    return "%.2fx" % (value / base[model][key]) if model in base and base[model][key] else "-"
-print("# %-9s %-5s %-7s %9s %7s %9s %7s" % ("model", "prec", "impl", "images/s", "ratio",
-                                          "texts/s", "ratio"))
+    if impl in base and precision == "fp32" and not data.startswith("FAILED"):
+        base[impl][model] = json.loads(data)
+def ratio(value, reference, model, key):
+    known = base[reference].get(model, {}).get(key)
+    return "%.2fx" % (value / known) if known else "-"
+print("# %-9s %-5s %-7s %9s %7s %7s %9s %7s %7s" % (
+    "model", "prec", "impl", "images/s", "ratio", "ratio*", "texts/s", "ratio", "ratio*"))
 for impl, model, precision, data in rows:
     if data.startswith("FAILED"):
         print("# %-9s %-5s %-7s %s" % (model, precision, impl, data))
         continue
     r = json.loads(data)
     images, texts = r["images_per_second"], r["texts_per_second"]
-    print("# %-9s %-5s %-7s %9.2f %7s %9.2f %7s" % (
-        model, precision, impl, images, ratio(images, model, "images_per_second"),
-        texts, ratio(texts, model, "texts_per_second")))
+    print("# %-9s %-5s %-7s %9.2f %7s %7s %9.2f %7s %7s" % (
+        model, precision, impl, images,
+        ratio(images, "python", model, "images_per_second"),
+        ratio(images, "python*", model, "images_per_second"), texts,
+        ratio(texts, "python", model, "texts_per_second"),
+        ratio(texts, "python*", model, "texts_per_second")))
 batch, threads, tokens = (sys.argv[i] if len(sys.argv) > i else "?" for i in (2, 3, 4))
 print("# ratio: to Python fp32 of the same model; batch %s, %s threads; oclip's captions"
       " %s tokens (Python's: 77 computed)" % (batch, threads, tokens))
+if base["python*"]:
+    print("# python*, ratio*: Python fp32 as installed (OpenBLAS's own kernel choice, no"
+          " OPENBLAS_CORETYPE), and ratios to it")
 TABLE
 fi
 
