@@ -195,7 +195,8 @@ class PlainLinearKernel : public PackedKernel {
 // graphs): torch::conv2d reorders them on every call. Its "relu" form writes
 // relu(conv(x)) in the convolution's own output pass. RN50's bf16
 // convolutions, batch 8, 2 threads: 0-15% faster than torch::conv2d alone,
-// 5-45% with the ReLU. Null where this LibTorch lacks the ops (no oneDNN).
+// 5-45% with the ReLU. Null where this LibTorch lacks the ops (no oneDNN) or
+// refuses to prepack (bf16 on a CPU without oneDNN's bf16 kernels).
 class PrepackedConvolution {
  public:
   static std::unique_ptr<PrepackedConvolution> Create(const torch::Tensor& weight,
@@ -205,6 +206,10 @@ class PrepackedConvolution {
         {"mkldnn_prepacked::conv2d_prepack", ""});
     const auto run = c10::Dispatcher::singleton().findSchema({"mkldnn_prepacked::conv2d_run", ""});
     if (!prepack.has_value() || !run.has_value()) return nullptr;
+    // LibTorch sends bf16 convolutions to oneDNN only where it has bf16
+    // kernels (AVX-512), and to its own slower ones elsewhere; the prepacked
+    // ops would not.
+    if (weight.scalar_type() == torch::kBFloat16 && !Avx512Available()) return nullptr;
     // The input size only guides oneDNN's choice of weight layout; any input
     // runs (checked against torch::conv2d for other batch and image sizes).
     torch::jit::Stack stack{weight,
@@ -215,7 +220,11 @@ class PrepackedConvolution {
                             int64_t{1},
                             std::vector<int64_t>{1, weight.size(1), 56, 56},
                             std::string(relu ? "relu" : "none")};
-    prepack->callBoxed(&stack);
+    try {
+      prepack->callBoxed(&stack);
+    } catch (const c10::Error&) {
+      return nullptr;
+    }
     return std::unique_ptr<PrepackedConvolution>(new PrepackedConvolution(*run, stack[0]));
   }
 
