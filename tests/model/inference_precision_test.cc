@@ -156,8 +156,10 @@ TEST_P(PrecisionParityTest, Int8CosineAtLeast099) {
 
 // A prepared model serves concurrent forwards (oclip serve's workers share
 // one), its first ones included (kernels that finish preparing on first use):
-// every thread gets what one forward at a time on a twin model gives, to the
-// bit up to the kernels' own accumulation order.
+// every thread gets what one forward at a time on a twin model gives, up to
+// accumulation order (a thread of its own may split a GEMM over another
+// number of intra-op threads): within 1e-5 of the features' scale, where a
+// race would give garbage.
 TEST_P(PrecisionParityTest, ConcurrentForwardsMatchOneAtATime) {
   const std::string& name = GetParam();
   const torch::Tensor images = LoadReferenceTensor(name + ".expected.safetensors", "images");
@@ -184,7 +186,8 @@ TEST_P(PrecisionParityTest, ConcurrentForwardsMatchOneAtATime) {
         for (int call = 0; call < 3; ++call) {
           absl::StatusOr<torch::Tensor> features = model->EncodeImage(images);
           if (!features.ok()) return;  // errors[t] stays -1
-          worst = std::max(worst, (*features - alone).abs().max().item<double>());
+          worst = std::max(worst, (*features - alone).abs().max().item<double>() /
+                                      alone.abs().max().item<double>());
         }
         errors[t] = worst;
       });
@@ -193,7 +196,7 @@ TEST_P(PrecisionParityTest, ConcurrentForwardsMatchOneAtATime) {
     for (int t = 0; t < kThreads; ++t) {
       EXPECT_GE(errors[t], 0.0) << name << " " << InferencePrecisionName(precision)
                                 << ": thread " << t << " failed to encode";
-      EXPECT_LE(errors[t], 1e-6) << name << " " << InferencePrecisionName(precision)
+      EXPECT_LE(errors[t], 1e-5) << name << " " << InferencePrecisionName(precision)
                                  << ": thread " << t;
     }
   }
