@@ -22,6 +22,7 @@
 namespace oclip::amx_internal {
 namespace {
 
+using avx512_math::Bf16ToFloat;
 using avx512_math::Exp;
 using avx512_math::FirstLanes;
 using avx512_math::LoadTileConfig;
@@ -229,11 +230,6 @@ class RowReader {
   __m512 mean_ = _mm512_setzero_ps();
   __m512 rstd_ = _mm512_set1_ps(1.0f);
 };
-
-// The fp32 values of 16 bfloat16 (a bf16 is the top half of a float).
-inline __m512 Bf16ToFloat(__m256i bits) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-}
 
 // C += A·B on the 2 x 2 block, as avx512_math::MultiplyBf16Block in int8.
 inline void MultiplyInt8Block() {

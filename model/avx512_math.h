@@ -1,5 +1,6 @@
 // AVX-512 and AMX building blocks shared by the kernels compiled with the
-// AMX/AVX-512 flags (model/amx_gemm.cc, model/attention_kernel.cc). Include it
+// AMX/AVX-512 flags (model/amx_gemm.cc, model/attention_kernel.cc,
+// model/bf16_relu_kernel.cc). Include it
 // from those translation units only: its inline functions use AVX-512 and AMX
 // instructions, and a copy compiled into a portable translation unit could be
 // the one the linker keeps.
@@ -18,6 +19,11 @@ inline __mmask16 FirstLanes(int64_t count) {
   if (count >= 16) return static_cast<__mmask16>(0xFFFF);
   if (count <= 0) return 0;
   return static_cast<__mmask16>((1u << count) - 1);
+}
+
+// The fp32 values of 16 bfloat16 (a bf16 is the top half of a float).
+inline __m512 Bf16ToFloat(__m256i bits) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
 // 1 / d to ~1 ulp: the 14-bit estimate and one Newton step, much cheaper

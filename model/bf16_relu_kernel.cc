@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "model/avx512_math.h"
+
 // GCC 12 reports its own _mm512_undefined_* placeholders inside the AVX-512
 // intrinsics as "may be used uninitialized" at -O3 (a known false positive).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -13,20 +15,20 @@
 namespace oclip::amx_internal {
 namespace {
 
-// Lanes [0, count) of 32, count clamped to [0, 32].
+using avx512_math::Bf16ToFloat;
+using avx512_math::FirstLanes;
+
+// Lanes [0, count) of 32, count clamped to [0, 32] (avx512_math::FirstLanes
+// for 32 16-bit lanes).
 inline __mmask32 FirstLanes32(int64_t count) {
   if (count >= 32) return 0xFFFFFFFFu;
   if (count <= 0) return 0;
   return (1u << count) - 1;
 }
 
-// 16 bfloat16 as floats (a bf16 is the top half of a float).
-inline __m512 ToFloat(__m256i bits) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-}
-
 // 16 floats rounded to bfloat16 as LibTorch rounds (c10::BFloat16's
 // round_to_nearest_even): ties to even, any NaN to the quiet NaN 0x7FC0.
+// (AVX512-BF16's VCVTNEPS2BF16 keeps a NaN's sign and top payload bits.)
 inline __m256i ToBf16(__m512 v) {
   const __m512i bits = _mm512_castps_si512(v);
   const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
@@ -57,9 +59,9 @@ void ReluBf16InPlace(uint16_t* y, int64_t count) {
 void AddReluBf16InPlace(uint16_t* y, const uint16_t* residual, int64_t count) {
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t i = 0; i < count; i += 16) {
-    const __mmask16 lanes = static_cast<__mmask16>(FirstLanes32(count - i));
-    const __m512 a = ToFloat(_mm256_maskz_loadu_epi16(lanes, y + i));
-    const __m512 b = ToFloat(_mm256_maskz_loadu_epi16(lanes, residual + i));
+    const __mmask16 lanes = FirstLanes(count - i);
+    const __m512 a = Bf16ToFloat(_mm256_maskz_loadu_epi16(lanes, y + i));
+    const __m512 b = Bf16ToFloat(_mm256_maskz_loadu_epi16(lanes, residual + i));
     // MAXPS returns its second operand where either is NaN: NaN stays NaN.
     _mm256_mask_storeu_epi16(y + i, lanes, ToBf16(_mm512_max_ps(zero, _mm512_add_ps(a, b))));
   }
