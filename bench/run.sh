@@ -85,40 +85,41 @@ if want models; then
   text_tokens="${OCLIP_BENCH_TEXT_TOKENS:-12}"
   results="$work/models.tsv"
   : >"$results"
+  # record IMPL MODEL PRECISION COMMAND...: runs the command, prints its JSON
+  # line and adds it to the table's rows, or a FAILED row with its last error.
+  record() {
+    local impl="$1" model="$2" precision="$3" line
+    shift 3
+    if line="$("$@" 2>"$work/err")"; then
+      echo "$line"
+      printf '%s\t%s\t%s\t%s\n' "$impl" "$model" "$precision" "$line" >>"$results"
+    else
+      printf '%s\t%s\t%s\tFAILED: %s\n' "$impl" "$model" "$precision" \
+        "$(tail -n 1 "$work/err")" >>"$results"
+    fi
+  }
+  # python_reference MODEL PRECISION [PREFIX...]: the Python reference, run
+  # under the command prefix given (none: as is).
+  python_reference() {
+    local model="$1" precision="$2"
+    shift 2
+    "$@" /usr/bin/python3 bench/python/encode_reference.py --model "$model" \
+      --precision "$precision" --batch-images "$batch" --batch-texts "$batch" \
+      --threads "$threads" --seconds "$seconds"
+  }
   for model in ${OCLIP_BENCH_MODELS:-ViT-B-32 RN50}; do
     if [ "$as_installed" = 1 ]; then
-      if line="$(env -u OPENBLAS_CORETYPE /usr/bin/python3 bench/python/encode_reference.py \
-            --model "$model" --precision fp32 --batch-images "$batch" --batch-texts "$batch" \
-            --threads "$threads" --seconds "$seconds" 2>"$work/err")"; then
-        echo "$line"
-        printf 'python*\t%s\tfp32\t%s\n' "$model" "$line" >>"$results"
-      else
-        printf 'python*\t%s\tfp32\tFAILED: %s\n' "$model" "$(tail -n 1 "$work/err")" >>"$results"
-      fi
+      record 'python*' "$model" fp32 python_reference "$model" fp32 env -u OPENBLAS_CORETYPE
     fi
     for precision in ${OCLIP_BENCH_PRECISIONS:-fp32 bf16 int8}; do
-      if line="$(/usr/bin/python3 bench/python/encode_reference.py --model "$model" \
-            --precision "$precision" --batch-images "$batch" --batch-texts "$batch" \
-            --threads "$threads" --seconds "$seconds" 2>"$work/err")"; then
-        echo "$line"
-        printf 'python\t%s\t%s\t%s\n' "$model" "$precision" "$line" >>"$results"
-      else
-        printf 'python\t%s\t%s\tFAILED: %s\n' "$model" "$precision" \
-          "$(tail -n 1 "$work/err")" >>"$results"
-      fi
+      record python "$model" "$precision" python_reference "$model" "$precision"
       # fp32 is oclip's default precision; leaving the flag out for it keeps
       # the fp32 row working on builds from before --precision existed.
       precision_flag=()
       if [ "$precision" != fp32 ]; then precision_flag=(--precision "$precision"); fi
-      if line="$("$oclip" bench encode --model "$model" --pretrained random \
-            "${precision_flag[@]}" --batch "$batch" --threads "$threads" \
-            --text-tokens "$text_tokens" --seconds "$seconds" 2>"$work/err")"; then
-        echo "$line"
-        printf 'oclip\t%s\t%s\t%s\n' "$model" "$precision" "$line" >>"$results"
-      else
-        printf 'oclip\t%s\t%s\tFAILED: %s\n' "$model" "$precision" \
-          "$(tail -n 1 "$work/err")" >>"$results"
-      fi
+      record oclip "$model" "$precision" "$oclip" bench encode --model "$model" \
+        --pretrained random "${precision_flag[@]}" --batch "$batch" --threads "$threads" \
+        --text-tokens "$text_tokens" --seconds "$seconds"
     done
   done
   /usr/bin/python3 - "$results" "$batch" "$threads" "$text_tokens" <<'TABLE'
